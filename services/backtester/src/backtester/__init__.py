@@ -1,0 +1,1 @@
+"""Runs strategies on history with the live risk rules and fill model."""

@@ -1,0 +1,1 @@
+"""Collects Binance klines over WebSocket and REST, stores them, publishes closed candles."""

@@ -1,0 +1,1 @@
+"""A local server speaking Binance's spot REST and kline WebSocket protocol."""

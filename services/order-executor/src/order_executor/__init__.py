@@ -1,0 +1,1 @@
+"""Applies risk rules to signals and places orders."""

@@ -1,0 +1,1 @@
+"""Tracks positions, PnL and portfolio snapshots."""

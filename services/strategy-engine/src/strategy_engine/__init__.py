@@ -1,0 +1,1 @@
+"""Runs strategies on closed candles and publishes signals."""

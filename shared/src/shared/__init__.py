@@ -1,0 +1,1 @@
+"""Models, settings, database, bus, exchange access and operations code shared by every service."""

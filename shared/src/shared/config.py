@@ -1,0 +1,136 @@
+"""One typed `Settings` for every service, read from the environment and `.env`.
+
+Load it once with `load_settings()` at start-up and pass it in; nothing reads the
+environment anywhere else. An invalid value raises `SettingsError` with one line that
+names the variable and what it accepts, so the program stops before it does anything.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BINANCE_REST_URL = "https://api.binance.com"
+BINANCE_STREAM_URL = "wss://stream.binance.com:9443"
+BINANCE_TESTNET_REST_URL = "https://testnet.binance.vision"
+BINANCE_TESTNET_STREAM_URL = "wss://stream.testnet.binance.vision"
+TELEGRAM_BOT_API_URL = "https://api.telegram.org"
+
+SECRET_FIELDS = frozenset({"binance_api_key", "binance_api_secret", "telegram_bot_token"})
+
+
+class SettingsError(ValueError):
+    """A setting has a value the platform cannot run with; the message is one line."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform. Field names are the environment variables, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # Exchange
+    binance_api_key: SecretStr = SecretStr("")
+    binance_api_secret: SecretStr = SecretStr("")
+    binance_base_url: str = BINANCE_REST_URL
+    binance_ws_url: str = BINANCE_STREAM_URL
+    binance_testnet: bool = False
+
+    # Infrastructure: unset means "start the embedded server under trading_data_dir"
+    redis_url: str | None = None
+    database_url: str | None = None
+    trading_data_dir: Path = Path(".trading")
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    # Telegram
+    telegram_bot_token: SecretStr = SecretStr("")
+    telegram_chat_id: str = ""
+    telegram_enabled: bool = False
+    telegram_api_url: str = TELEGRAM_BOT_API_URL
+
+    # Risk management (0 disables a rule)
+    risk_max_position_size: Decimal = Field(default=Decimal("0.1"), ge=0, le=1)
+    risk_stop_loss_pct: Decimal = Field(default=Decimal("5"), ge=0, le=100)
+    risk_daily_loss_limit_pct: Decimal = Field(default=Decimal("10"), ge=0, le=100)
+    dry_run: bool = True
+
+    # Health & metrics
+    health_port: int = Field(default=8080, ge=1, le=65535)
+    circuit_breaker_threshold: int = Field(default=5, ge=1)
+    circuit_breaker_timeout: float = Field(default=60.0, gt=0)
+
+    # Strategies: an extra folder searched for strategy plugins besides `strategies/`
+    strategies_extra_dir: Path | None = None
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if value.strip().upper() in _LEVELS else value.strip().lower()
+
+    @field_validator("redis_url", "database_url", "strategies_extra_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        # Telegram turns itself off without a token: an enabled notifier with no token
+        # would only fill the logs with 404s.
+        if self.telegram_enabled and not self.telegram_bot_token.get_secret_value():
+            self.telegram_enabled = False
+        if self.binance_testnet:
+            if self.binance_base_url == BINANCE_REST_URL:
+                self.binance_base_url = BINANCE_TESTNET_REST_URL
+            if self.binance_ws_url == BINANCE_STREAM_URL:
+                self.binance_ws_url = BINANCE_TESTNET_STREAM_URL
+        return self
+
+
+_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Turn one pydantic error into 'what the variable accepts'."""
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected', '')}"
+    if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        return error["msg"].lower()
+    if kind in {"decimal_parsing", "float_parsing", "decimal_type", "float_type"}:
+        return "expected a number"
+    if kind in {"int_parsing", "int_type", "int_from_float"}:
+        return "expected a whole number"
+    if kind in {"bool_parsing", "bool_type"}:
+        return "expected true or false"
+    return str(error["msg"]).lower()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; on a bad value raise `SettingsError` naming the variable.
+
+    The value itself is echoed back to help the user, except for secrets.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            shown = "" if field in SECRET_FIELDS else f"={error.get('input')!r}"
+            lines.append(f"{field.upper()}{shown}: {_describe(error)}")
+        raise SettingsError("Invalid setting " + "; ".join(lines)) from None
