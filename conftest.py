@@ -100,5 +100,7 @@ def redis_namespace() -> str:
 def shared_data() -> Path:
     """The folder of real Binance candles beside the project (../shared/data)."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: the tests read the real candles from ../shared/data")
+        pytest.fail(
+            f"{SHARED_DATA} is missing: the tests read the real candles from ../shared/data"
+        )
     return SHARED_DATA

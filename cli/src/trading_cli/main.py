@@ -1,8 +1,13 @@
-"""Entry point of the `trading` command: one typer app with a sub-app per area."""
+"""Entry point of the `trading` command: one typer app with a sub-app per area.
+
+Each area lives in its own `<area>_commands.py`, so the modules stay small and separate.
+"""
 
 from __future__ import annotations
 
 import typer
+
+from trading_cli import backtest_commands, data_commands, db_commands, strategies_commands
 
 app = typer.Typer(
     name="trading",
@@ -10,6 +15,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(data_commands.app, name="data")
+app.add_typer(strategies_commands.app, name="strategies")
+app.add_typer(backtest_commands.app, name="backtest")
+app.add_typer(db_commands.app, name="db")
 
 
 @app.callback()
