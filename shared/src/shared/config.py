@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # Strategies: an extra folder searched for strategy plugins besides `strategies/`
     strategies_extra_dir: Path | None = None
 
+    # Event bus: deliveries before dead-lettering, idle time before another consumer
+    # takes over a pending entry, approximate stream length (MAXLEN ~)
+    bus_max_deliveries: int = Field(default=5, ge=1)
+    bus_claim_idle_ms: int = Field(default=30_000, ge=1)
+    bus_stream_maxlen: int = Field(default=100_000, ge=1)
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _normalise_case(cls, value: Any) -> Any:
