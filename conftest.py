@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+# Import the real `shared` package before any test module is collected: pytest's importlib
+# mode names `shared/tests/test_x.py` "shared.tests.test_x" and, if `shared` is not imported
+# yet, makes a stand-in `shared` module from the `shared/` folder that hides the real one.
+import shared  # noqa: F401  (imported for the side effect above)
+
 ROOT = Path(__file__).resolve().parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_DATA_DIR = ROOT / ".trading" / "test"
@@ -31,19 +36,25 @@ def _async_url(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
-    """URL of a PostgreSQL server's maintenance database (`postgres`), asyncpg driver."""
+    """URL of a PostgreSQL server's maintenance database (`postgres`), asyncpg driver.
+
+    DATABASE_URL's server when set, otherwise the embedded PostgreSQL under `.trading/test`
+    (started once and left running for the next test run; `make stop` stops it).
+    """
     configured = os.environ.get("DATABASE_URL")
     if configured:
-        url = make_url(_async_url(configured)).set(database="postgres")
-        return url.render_as_string(hide_password=False)
-    from shared.embedded import ensure_postgres
+        server = configured
+    else:
+        from shared.embedded import ensure_postgres
 
-    return _async_url(ensure_postgres(TEST_DATA_DIR))
+        server = ensure_postgres(TEST_DATA_DIR)
+    url = make_url(_async_url(server)).set(database="postgres")
+    return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
 def redis_server_url() -> str:
-    """URL of a Redis server (7.x from the machine, or the embedded 6.2)."""
+    """URL of a Redis server: REDIS_URL's (7.x on the machine) or the embedded 6.2."""
     configured = os.environ.get("REDIS_URL")
     if configured:
         return configured
