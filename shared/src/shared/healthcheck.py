@@ -13,7 +13,8 @@ answers::
   ``degraded_http_status=200`` makes such a service stay "healthy" for a supervisor.
 - ``fail``: at least one critical check failed → HTTP 503.
 
-``GET /metrics`` serves `shared.metrics.REGISTRY` in the Prometheus text format.
+``GET /metrics`` serves `shared.metrics.REGISTRY` in the Prometheus text format (OpenMetrics
+when the scraper asks for it).
 
 Error texts are passed through `redact` first: a URL's password, and any secret handed to
 the server, never appear in an answer.
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from shared.metrics import REGISTRY
 
@@ -204,6 +206,6 @@ class HealthCheckServer:
         return web.json_response(body, status=http)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        # The scraper's Accept header picks the Prometheus text or the OpenMetrics format.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
