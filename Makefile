@@ -1,20 +1,38 @@
-# The two set-up commands of the README (`make run`, `make test`) work on a fresh machine:
-# they install uv with pip when it is missing, then sync the locked workspace.
+# The README's two set-up commands, `make run` and `make test`, work on a fresh machine:
+# they install uv with pip when it is missing, sync the locked workspace, then run.
+# Without DATABASE_URL / REDIS_URL the platform and the tests start real embedded
+# PostgreSQL and Redis servers under .trading/ and leave them running for the next
+# command; `make stop` stops them.
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv on PATH, else the one pip installs as a module (`python3 -m uv`).
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
+# bench/*.py scripts, except helper modules (_name.py)
+BENCHES := $(filter-out bench/_%,$(sort $(wildcard bench/*.py)))
 
-.PHONY: help uv sync run test lint typecheck migrate migrate-down migrate-new bench clean
+.PHONY: help uv sync run test lint typecheck bench stop clean migrate migrate-down migrate-new
 
 help:
-	@echo "make run | test | lint | typecheck | migrate | migrate-down | migrate-new MSG=... | bench"
+	@echo "make run        the platform on its embedded defaults (imports and lists sample candles)"
+	@echo "make test       the whole test suite"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make typecheck  mypy"
+	@echo "make bench      every benchmark in bench/ (results: docs/BENCHMARKS.md)"
+	@echo "make migrate | migrate-down | migrate-new MSG=\"...\"   database migrations"
+	@echo "make stop       stop the embedded PostgreSQL and Redis servers"
+	@echo "make clean      stop them and delete .trading/ and the tool caches"
 
 uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
-		|| python3 -m pip install --quiet --disable-pip-version-check uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+		echo "uv not found: installing it with pip"; \
+		python3 -m pip install --quiet --disable-pip-version-check uv \
+		|| python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages uv; \
+	}
 
 sync: uv
-	@$(UV) sync --frozen --all-packages --quiet
+	@$(UV) sync --frozen --all-packages
 
 run: sync
 	$(RUN) trading demo
@@ -29,6 +47,21 @@ lint: sync
 typecheck: sync
 	$(RUN) mypy shared/src strategies services/*/src cli/src
 
+bench: sync
+	@test -n "$(BENCHES)" || { echo "no benchmarks in bench/"; exit 1; }
+	@set -e; for bench in $(BENCHES); do echo "== $$bench"; $(RUN) python "$$bench"; done
+
+stop: sync
+	@$(RUN) python -c 'from pathlib import Path; \
+		from shared.config import load_settings; \
+		from shared.embedded import stop_postgres, stop_redis; \
+		folders = dict.fromkeys([load_settings().trading_data_dir, Path(".trading/test")]); \
+		[print(f"stopped {name} in {folder}") for folder in folders \
+		 for name, stop in (("PostgreSQL", stop_postgres), ("Redis", stop_redis)) if stop(folder)]'
+
+clean: stop
+	rm -rf .trading .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
 migrate: sync
 	$(RUN) trading db upgrade
 
@@ -38,6 +71,3 @@ migrate-down: sync
 migrate-new: sync
 	@test -n "$(MSG)" || { echo 'usage: make migrate-new MSG="what changed"'; exit 2; }
 	$(RUN) alembic -c shared/alembic.ini revision --autogenerate -m "$(MSG)"
-
-clean:
-	rm -rf .trading .pytest_cache .mypy_cache .ruff_cache
