@@ -1,0 +1,184 @@
+"""The backtest loop: candles → strategy → risk rules → fill model → simulator → metrics.
+
+No look-ahead: a signal of candle t (and a stop loss seen at t's close) is an order that fills
+at the open of candle t + 1; an order still pending after the last candle is not filled and is
+counted. Warm-up candles before the start are fed to the strategy without trading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from order_executor.risk import RiskLimits, RiskManager
+from shared.fill_model import BINANCE_SPOT_TAKER_FEE, FillModel
+from shared.models import Candle, Side, interval_delta
+from shared.strategy import BaseStrategy
+
+from backtester.metrics import DetailedMetrics, EquityPoint, compute_metrics
+from backtester.simulator import OpenPosition, Simulator, TradeRecord
+
+DEFAULT_INITIAL_BALANCE = Decimal(10000)
+PROGRESS_EVERY = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestConfig:
+    """How to simulate: the market, the money, the fill model's terms and the risk limits."""
+
+    symbol: str
+    interval: str
+    initial_balance: Decimal = DEFAULT_INITIAL_BALANCE
+    fee: Decimal = BINANCE_SPOT_TAKER_FEE
+    slippage: Decimal = Decimal(0)
+    risk: RiskLimits = field(default_factory=RiskLimits.disabled)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionCounts:
+    """What happened to the orders besides the fills."""
+
+    signals: int
+    buys_reduced_by_cash: int
+    buys_skipped_no_cash: int
+    sells_with_nothing_held: int
+    stop_losses: int
+    risk_rejections: dict[str, int]
+    unfilled_at_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """Everything a run produced."""
+
+    config: BacktestConfig
+    strategy: str
+    params: dict[str, object]
+    start: datetime
+    end: datetime
+    candles: int
+    warmup_candles: int
+    final_equity: Decimal
+    fees_paid: Decimal
+    metrics: DetailedMetrics
+    equity_curve: list[EquityPoint]
+    open_position: OpenPosition | None
+    counts: ExecutionCounts
+
+    @property
+    def trades(self) -> list[TradeRecord]:
+        return self.metrics.trades
+
+
+class BacktestEngine:
+    """Runs one strategy instance over candles; `reset()` (done by `run`) between runs."""
+
+    def __init__(self, strategy: BaseStrategy, config: BacktestConfig) -> None:
+        self.strategy = strategy
+        self.config = config
+        self.fill_model = FillModel(fee_rate=config.fee, slippage=config.slippage)
+        self.simulator = Simulator(config.symbol, config.initial_balance, self.fill_model)
+        self.risk = RiskManager(config.risk)
+
+    def reset(self) -> None:
+        """Fresh strategy state, account and risk state."""
+        self.strategy.reset()
+        self.simulator.reset()
+        self.risk.reset()
+
+    def run(
+        self,
+        candles: Sequence[Candle],
+        warmup: Sequence[Candle] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> BacktestResult:
+        """Simulate over `candles` (sorted, one symbol and interval) after feeding `warmup`.
+
+        `progress(n)` is called with the number of candles done every few thousand candles.
+        """
+        if not candles:
+            raise ValueError("no candles to backtest")
+        self.reset()
+        strategy, sim, risk = self.strategy, self.simulator, self.risk
+        for candle in warmup:
+            strategy.on_candle(candle)
+
+        limits = self.config.risk
+        risk_on = limits != RiskLimits.disabled()
+        stop_loss_on = limits.stop_loss_pct > 0
+        curve: list[EquityPoint] = []
+        pending: list[tuple[Side, Decimal]] = []
+        signals = stop_losses = 0
+        for index, candle in enumerate(candles):
+            time = candle.open_time
+            if pending:
+                for side, quantity in pending:
+                    if side is Side.BUY:
+                        sim.buy(time, quantity, candle.open)
+                    else:
+                        sim.sell(time, quantity, candle.open)
+                pending.clear()
+            close = candle.close
+            held = sim.position_quantity
+            equity = sim.cash + held * close if held else sim.cash
+            curve.append((time, equity))
+            if risk_on:
+                risk.observe_portfolio_value(candle.close_time, equity)
+                if (
+                    stop_loss_on
+                    and held
+                    and risk.stop_loss_triggered(
+                        position_quantity=held, avg_entry_price=sim.avg_entry_price, price=close
+                    )
+                ):
+                    pending.append((Side.SELL, held))
+                    stop_losses += 1
+            signal = strategy.on_candle(candle)
+            if signal is not None:
+                signals += 1
+                quantity = signal.quantity
+                if signal.side is Side.BUY and risk_on:
+                    decision = risk.check_order(
+                        Side.BUY,
+                        quantity,
+                        close,
+                        position_quantity=held,
+                        portfolio_value=equity,
+                    )
+                    quantity = decision.quantity
+                if quantity > 0:
+                    pending.append((signal.side, quantity))
+            if progress is not None and index % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                progress(index + 1)
+        if progress is not None:
+            progress(len(candles))
+
+        last = candles[-1]
+        step = interval_delta(self.config.interval)
+        span: timedelta = last.open_time + step - candles[0].open_time
+        metrics = compute_metrics(sim.trades, curve, self.config.initial_balance, span)
+        return BacktestResult(
+            config=self.config,
+            strategy=strategy.name,
+            params=strategy.params.model_dump(mode="json"),
+            start=candles[0].open_time,
+            end=last.open_time + step,
+            candles=len(candles),
+            warmup_candles=len(warmup),
+            final_equity=curve[-1][1],
+            fees_paid=sim.fees_paid,
+            metrics=metrics,
+            equity_curve=curve,
+            open_position=sim.open_position(last.close),
+            counts=ExecutionCounts(
+                signals=signals,
+                buys_reduced_by_cash=sim.buys_reduced,
+                buys_skipped_no_cash=sim.buys_skipped,
+                sells_with_nothing_held=sim.sells_ignored,
+                stop_losses=stop_losses,
+                risk_rejections=dict(sorted(risk.state.rejections.items())),
+                unfilled_at_end=len(pending),
+            ),
+        )
