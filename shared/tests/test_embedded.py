@@ -186,6 +186,19 @@ async def test_stop_redis_stops_it_and_the_data_survives_a_restart(data_dir: Pat
     assert _redis_pid(data_dir) != old_pid
 
 
+async def test_postgres_in_a_folder_too_deep_for_a_unix_socket_still_answers(
+    fresh_dir: Path,
+) -> None:
+    # Unix socket paths are limited to ~107 bytes; the wheel then puts the socket elsewhere.
+    deep = fresh_dir / ("deep-" * 20)
+    assert len(str(deep / "postgres" / ".s.PGSQL.5432")) > 107
+
+    url = ensure_postgres(deep)
+
+    assert await _asyncpg_fetch(url, "SELECT current_database()") == "trading"
+    assert stop_postgres(deep) is True
+
+
 @pytest.mark.parametrize("stale_pid", ["dead", "live-foreign"])
 async def test_stale_postgres_pid_file_is_replaced(data_dir: Path, stale_pid: str) -> None:
     stop_postgres(data_dir)
