@@ -93,7 +93,8 @@ class TelegramStandIn:
     """A Bot API server on 127.0.0.1 (random port unless given). See the module docstring.
 
     ``token``/``chat_ids``: when set, other tokens get 401 and other chats 400, as Telegram
-    answers them. ``clock`` stamps arrivals (default ``time.monotonic``, the clock asyncio
+    answers them. ``access_log`` turns on aiohttp's access log (its lines contain the token:
+    for testing redaction). ``clock`` stamps arrivals (default ``time.monotonic``, the clock asyncio
     uses, so arrival gaps can be compared with the notifier's own timing).
     """
 
@@ -103,6 +104,7 @@ class TelegramStandIn:
     chat_ids: Iterable[str] | None = None
     clock: Callable[[], float] = time.monotonic
     echo: bool = False
+    access_log: bool = False
     requests: list[ReceivedRequest] = field(default_factory=list, init=False)
     _script: deque[_ScriptedFailure] = field(default_factory=deque, init=False)
     _runner: web.AppRunner | None = field(default=None, init=False)
@@ -115,8 +117,11 @@ class TelegramStandIn:
         """Start serving; returns `api_url`, the base URL to give the notifier."""
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
-        # No access log: its request lines would carry the bot token in the path.
-        self._runner = web.AppRunner(app, access_log=None)
+        # No access log unless asked: its request lines carry the bot token in the path.
+        if self.access_log:
+            self._runner = web.AppRunner(app)
+        else:
+            self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
