@@ -385,7 +385,7 @@ class Consumer:
                     f"{', '.join(t.__name__ for t in self._accept)})"
                 )
         except MalformedEvent as exc:
-            ERRORS_TOTAL.labels(self.service, "MalformedEvent").inc()
+            # Counted in errors_total by the logging chain when _dead_letter logs it at ERROR.
             await self._dead_letter(entry_id, fields, f"malformed: {exc}", 1)
             return False
         started = time.perf_counter()
