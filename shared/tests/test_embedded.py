@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -306,6 +306,21 @@ def test_live_server_that_does_not_answer_fails_with_one_clear_line(
     assert "\n" not in message
     assert str(data_dir / server) in message and f"kill {pid}" in message
     assert ensure(data_dir) == url  # it answers again: reused, not replaced
+
+
+@pytest.mark.parametrize("ensure", [ensure_postgres, ensure_redis])
+def test_a_data_folder_that_cannot_be_created_fails_with_one_clear_line(
+    tmp_path: Path, ensure: Callable[[Path], str]
+) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+
+    with pytest.raises(EmbeddedServerError) as caught:
+        ensure(a_file / "data")
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(a_file / "data") in message and "TRADING_DATA_DIR" in message
 
 
 def test_configured_urls_win_and_nothing_starts(tmp_path: Path) -> None:

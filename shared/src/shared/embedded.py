@@ -100,6 +100,24 @@ def resolve_redis_url(settings: Settings) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _writable_folder(folder: Path) -> Path:
+    """`folder`, absolute and created; a folder we cannot create or write is a setup error."""
+    folder = Path(folder).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedServerError(
+            f"cannot create {folder} for the embedded servers ({exc.strerror}); set "
+            f"TRADING_DATA_DIR to a writable folder"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EmbeddedServerError(
+            f"{folder} is not writable for the embedded servers; set TRADING_DATA_DIR to a "
+            f"writable folder"
+        )
+    return folder
+
+
 @contextmanager
 def _folder_lock(data_dir: Path, name: str, timeout: float) -> Iterator[None]:
     """Hold `<data_dir>/<name>.lock` exclusively; the holder's pid is written into it."""
@@ -293,8 +311,7 @@ def ensure_postgres(data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> str:
     when the folder stays held by another process, or its server does not answer, for
     `timeout` seconds.
     """
-    data_dir = Path(data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = _writable_folder(data_dir)
     pgdata = data_dir / "postgres"
     with _folder_lock(data_dir, "postgres", timeout):
         # A crashed server leaves its socket lock files too; PostgreSQL would refuse to
@@ -495,9 +512,8 @@ def ensure_redis(data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> str:
     kept in `<data_dir>/redis/redis.conf`). Raises `EmbeddedServerError` when the folder
     stays held by another process, or its server does not answer, for `timeout` seconds.
     """
-    data_dir = Path(data_dir).expanduser().resolve()
-    files = _RedisFiles(data_dir / "redis")
-    files.folder.mkdir(parents=True, exist_ok=True)
+    data_dir = _writable_folder(data_dir)
+    files = _RedisFiles(_writable_folder(data_dir / "redis"))
     with _folder_lock(data_dir, "redis", timeout):
         process = _server_process(files.pid, files.folder, "Redis")
         if process is not None:
