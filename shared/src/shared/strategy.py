@@ -1,0 +1,220 @@
+"""The strategy contract: `BaseStrategy`, its typed parameters and deterministic signal ids.
+
+A strategy is pure: `on_candle(candle)` reads nothing but the candle and its own state (no IO,
+no clock, no globals), so the strategy engine and the backtester get the same signals from the
+same candles. Parameters are a frozen pydantic model (`extra="forbid"`) that `configure`
+validates against; `reset()` returns the instance to its just-configured state.
+
+Rules every strategy shares (implemented here, once):
+
+- **Warm-up.** A strategy never signals on its first `warmup_period` candles: the earliest
+  candle that can fire is number `warmup_period + 1`. Its indicators still take those candles
+  in, so after feeding `warmup_period` historical candles the strategy is ready for the next.
+  A signal also needs its indicators to be defined, which each strategy checks itself.
+- **Closed candles only.** A candle with `closed=False` (still forming) is ignored.
+- **Redelivery.** A candle whose open time is at or before the last one taken is ignored
+  (returns None, state unchanged): the bus delivers at least once.
+- **Gaps.** After a gap in candle times (an exchange outage) the indicators run on over the
+  gap, as TA-Lib does over an array, but the first candle after the gap never fires: its
+  "previous candle" is not the one just before it, so no crossing can be judged.
+- **One series.** An instance follows one symbol and interval (fixed by its first candle);
+  a candle of another series raises `ValueError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.models import Candle, Side, Signal, interval_delta
+
+SIGNAL_ID_LENGTH = 32
+"""Hex characters in a signal id: leaves room for a prefix within Binance's 36-char limit."""
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameters: frozen, typed, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    quantity: Decimal = Field(default=Decimal("0.001"), gt=0, description="order size (base)")
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-ready form that does not depend on how an equal value was written."""
+    if isinstance(value, Decimal):
+        text = format(value.normalize(), "f")
+        return "0" if text in {"-0", "0"} else text
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def params_fingerprint(params: StrategyParams | Mapping[str, Any]) -> str:
+    """Canonical JSON of a parameter set: equal parameters give equal text."""
+    data = params.model_dump() if isinstance(params, BaseModel) else dict(params)
+    return json.dumps(_canonical(data), sort_keys=True, separators=(",", ":"))
+
+
+def _signal_id(
+    strategy: str,
+    fingerprint: str,
+    symbol: str,
+    interval: str,
+    candle_time: datetime,
+    side: str,
+) -> str:
+    key = "|".join((strategy, fingerprint, symbol, interval, candle_time.isoformat(), side))
+    return hashlib.sha256(key.encode()).hexdigest()[:SIGNAL_ID_LENGTH]
+
+
+def make_signal_id(
+    strategy: str,
+    params: StrategyParams | Mapping[str, Any],
+    symbol: str,
+    interval: str,
+    candle_time: datetime,
+    side: Side | str,
+) -> str:
+    """The deterministic id of a signal: 32 lower-case hex characters.
+
+    The same strategy, parameters, symbol, interval, candle open time and side always give
+    the same id, so a replayed candle yields the same id and the order executor can derive an
+    idempotent Binance client order id from it (≤ 36 characters of [.A-Z:/a-z0-9_-]).
+    """
+    return _signal_id(
+        strategy, params_fingerprint(params), symbol, interval, candle_time, str(side)
+    )
+
+
+Decision = tuple[Side, str]
+"""What `_step` returns when a rule fires: the side and a short reason."""
+
+
+class BaseStrategy(ABC):
+    """A strategy over one symbol's candles; see the module docstring for the shared rules.
+
+    Subclasses set the ClassVars `name` and `params_model`, implement `warmup_period`,
+    `_reset_state()` (build indicators from `self.params`) and `_step(candle)` (update the
+    indicators with one candle and return a `Decision` when a rule fires).
+    """
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[StrategyParams]]
+
+    def __init__(self, params: Mapping[str, Any] | StrategyParams | None = None) -> None:
+        """Configure with `params` (defaults when None); raises pydantic's ValidationError."""
+        self.configure({} if params is None else params)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def configure(self, params: Mapping[str, Any] | StrategyParams) -> None:
+        """Validate `params` against `params_model`, store them and reset all state."""
+        if isinstance(params, self.params_model):
+            validated = params
+        elif isinstance(params, BaseModel):
+            validated = self.params_model.model_validate(params.model_dump())
+        else:
+            validated = self.params_model.model_validate(dict(params))
+        self._params = validated
+        self._fingerprint = params_fingerprint(validated)
+        self.reset()
+
+    @property
+    def params(self) -> StrategyParams:
+        """The validated, frozen parameters."""
+        return self._params
+
+    @property
+    @abstractmethod
+    def warmup_period(self) -> int:
+        """Candles taken in before the first one that may signal (see the module docstring)."""
+
+    def reset(self) -> None:
+        """Forget every candle: back to the just-configured state."""
+        self._seen = 0
+        self._symbol: str | None = None
+        self._interval: str | None = None
+        self._delta = timedelta(0)
+        self._next_time: datetime | None = None
+        self._quantity = self._params.quantity
+        self._reset_state()
+        self._warmup = self.warmup_period  # read once: on_candle is the hot path
+
+    # -- the candle loop ----------------------------------------------------------------
+
+    def on_candle(self, candle: Candle) -> Signal | None:
+        """Take one closed candle; return a Signal when a rule fires on it, else None."""
+        time = candle.open_time
+        if (
+            time != self._next_time
+            or candle.symbol != self._symbol
+            or candle.interval != self._interval
+            or not candle.closed
+        ):
+            return self._on_irregular_candle(candle)
+        # The hot path: the candle right after the last one, as nearly every candle is.
+        self._next_time = time + self._delta
+        self._seen += 1
+        decision = self._step(candle)
+        if decision is None or self._seen <= self._warmup:
+            return None
+        return self._signal(candle, decision)
+
+    def _on_irregular_candle(self, candle: Candle) -> Signal | None:
+        """The first candle, a candle after a gap, a redelivered or unfinished candle."""
+        if not candle.closed:
+            return None
+        time = candle.open_time
+        next_time = self._next_time
+        if next_time is None:
+            self._symbol = candle.symbol
+            self._interval = candle.interval
+            self._delta = interval_delta(candle.interval)
+        elif candle.symbol != self._symbol or candle.interval != self._interval:
+            raise ValueError(
+                f"strategy {self.name!r} follows {self._symbol} {self._interval}, "
+                f"got a {candle.symbol} {candle.interval} candle: use one instance per series"
+            )
+        elif time < next_time:
+            return None  # at or before the last candle taken: a redelivery
+        self._next_time = time + self._delta
+        self._seen += 1
+        self._step(candle)  # indicators run on; no rule fires across a gap
+        return None
+
+    def _signal(self, candle: Candle, decision: Decision) -> Signal:
+        side, reason = decision
+        time = candle.open_time
+        return Signal(
+            id=_signal_id(
+                self.name, self._fingerprint, candle.symbol, candle.interval, time, side.value
+            ),
+            strategy=self.name,
+            symbol=candle.symbol,
+            interval=candle.interval,
+            side=side,
+            quantity=self._quantity,
+            price=candle.close,
+            candle_time=time,
+            reason=reason,
+        )
+
+    @abstractmethod
+    def _reset_state(self) -> None:
+        """Build fresh indicators and rule state from `self.params`."""
+
+    @abstractmethod
+    def _step(self, candle: Candle) -> Decision | None:
+        """Update the indicators with `candle`; return a Decision when a rule fires."""

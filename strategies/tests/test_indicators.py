@@ -1,0 +1,188 @@
+"""The incremental indicators equal TA-Lib and direct numpy computations on real candles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import talib
+from numpy.lib.stride_tricks import sliding_window_view
+from shared.indicators import BollingerBands, Ema, Macd, Rsi, SessionVwap, VolumeProfile
+
+from strategies.tests.helpers import read_ohlcv
+
+BTC_1H = "BTCUSDT-1h.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def closes() -> np.ndarray:
+    return read_ohlcv(BTC_1H).close
+
+
+def _run(update, values: np.ndarray, read=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    out = np.full(len(values), np.nan)
+    for i, x in enumerate(values.tolist()):
+        result = update(x)
+        if result is not None:
+            out[i] = result if read is None else read()
+    return out
+
+
+def _assert_same(ours: np.ndarray, ta: np.ndarray, rtol: float, atol: float = 0.0) -> None:
+    # Defined from the same index on, then equal to rounding from the first value.
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ta))
+    assert not np.isnan(ta).all()
+    np.testing.assert_allclose(ours, ta, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("period", [2, 9, 21, 50])
+def test_ema_equals_talib(closes: np.ndarray, period: int) -> None:
+    _assert_same(_run(Ema(period).update, closes), talib.EMA(closes, period), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("fast", "slow", "signal"), [(12, 26, 9), (5, 35, 5), (3, 4, 2)])
+def test_macd_all_three_lines_equal_talib(
+    closes: np.ndarray, fast: int, slow: int, signal: int
+) -> None:
+    macd = Macd(fast, slow, signal)
+    lines = {name: np.full(len(closes), np.nan) for name in ("macd", "signal", "histogram")}
+    for i, x in enumerate(closes.tolist()):
+        if macd.update(x) is not None:
+            lines["macd"][i] = macd.macd
+            lines["signal"][i] = macd.signal
+            lines["histogram"][i] = macd.histogram
+    ta_macd, ta_signal, ta_hist = talib.MACD(closes, fast, slow, signal)
+    assert np.flatnonzero(~np.isnan(ta_macd))[0] == slow + signal - 2
+    # The histogram crosses zero: compare it absolutely there, relatively elsewhere.
+    _assert_same(lines["macd"], ta_macd, rtol=1e-9, atol=1e-9)
+    _assert_same(lines["signal"], ta_signal, rtol=1e-9, atol=1e-9)
+    _assert_same(lines["histogram"], ta_hist, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("period", [2, 14, 30])
+def test_rsi_equals_talib(closes: np.ndarray, period: int) -> None:
+    _assert_same(_run(Rsi(period).update, closes), talib.RSI(closes, period), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("period", "num_std"), [(20, 2.0), (10, 1.5), (2, 1.0)])
+def test_bollinger_bands_equal_talib(closes: np.ndarray, period: int, num_std: float) -> None:
+    bands = BollingerBands(period, num_std)
+    upper = _run(bands.update, closes, lambda: bands.upper)
+    bands = BollingerBands(period, num_std)
+    middle = _run(bands.update, closes)
+    bands = BollingerBands(period, num_std)
+    lower = _run(bands.update, closes, lambda: bands.lower)
+    ta_upper, ta_middle, ta_lower = talib.BBANDS(closes, period, num_std, num_std, 0)
+    _assert_same(middle, ta_middle, rtol=1e-9)
+    _assert_same(upper, ta_upper, rtol=1e-6)
+    _assert_same(lower, ta_lower, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT-1h.csv.gz", "BTCUSDT-1m.csv.gz"])
+def test_session_vwap_equals_numpy_per_utc_day(name: str) -> None:
+    data = read_ohlcv(name)
+    times = [datetime.fromtimestamp(ms / 1000, UTC) for ms in data.open_time.tolist()]
+    typical = (data.high + data.low + data.close) / 3.0
+    # numpy: cumulative sums restarted on each UTC day
+    day = data.open_time // 86_400_000
+    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
+    sum_pv = np.concatenate([np.cumsum(a) for a in np.split(typical * data.volume, starts[1:])])
+    sum_v = np.concatenate([np.cumsum(a) for a in np.split(data.volume, starts[1:])])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = np.where(sum_v > 0, sum_pv / sum_v, np.nan)
+
+    vwap = SessionVwap()
+    ours = np.full(len(times), np.nan)
+    for i, (time, tp, v) in enumerate(
+        zip(times, typical.tolist(), data.volume.tolist(), strict=True)
+    ):
+        value = vwap.update(time, tp, v)
+        if value is not None:
+            ours[i] = value
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+
+
+def _numpy_value_areas(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    lookback: int,
+    num_bins: int,
+    pct: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Histogram, POC, VAL bin and VAH bin of every full window, all windows at once."""
+    typical = (high + low + close) / 3.0
+    units = np.round(volume * 1e8).astype(np.int64)
+    hi = sliding_window_view(high, lookback).max(axis=1)
+    lo = sliding_window_view(low, lookback).min(axis=1)
+    windows = len(hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = num_bins / (hi - lo)
+        bins = (sliding_window_view(typical, lookback) - lo[:, None]) * scale[:, None]
+    flat = ~(hi > lo)
+    bins = np.where(flat[:, None], 0, bins).astype(np.int64)
+    bins = np.minimum(bins, num_bins - 1)
+    hist = np.zeros((windows, num_bins), dtype=np.int64)
+    rows = np.repeat(np.arange(windows), lookback)
+    np.add.at(hist, (rows, bins.ravel()), sliding_window_view(units, lookback).ravel())
+    total = hist.sum(axis=1)
+    poc = hist.argmax(axis=1)
+    target = np.minimum(pct * total, total)
+    padded = np.pad(hist, ((0, 0), (1, 1)), constant_values=-1)
+    low_bin = poc + 1
+    high_bin = poc + 1
+    acc = hist[np.arange(windows), poc]
+    index = np.arange(windows)
+    for _ in range(num_bins):
+        active = acc < target
+        below = padded[index, low_bin - 1]
+        above = padded[index, high_bin + 1]
+        up = active & (above > below)
+        down = active & ~(above > below)
+        acc = acc + np.where(up, above, 0) + np.where(down, below, 0)
+        high_bin = high_bin + up
+        low_bin = low_bin - down
+    return hist, poc, low_bin - 1, high_bin - 1, ~flat & (total > 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "lookback", "num_bins", "pct"),
+    [
+        ("BTCUSDT-1h.csv.gz", 4000, 100, 50, 0.7),
+        ("BTCUSDT-1h.csv.gz", 2000, 24, 12, 0.5),
+        ("BTCUSDT-1m.csv.gz", 3000, 100, 50, 0.7),
+    ],
+)
+def test_volume_profile_equals_numpy(
+    name: str, rows: int, lookback: int, num_bins: int, pct: float
+) -> None:
+    data = read_ohlcv(name)
+    high, low, close, volume = (a[:rows] for a in (data.high, data.low, data.close, data.volume))
+    hist, poc, val_bin, vah_bin, defined = _numpy_value_areas(
+        high, low, close, volume, lookback, num_bins, pct
+    )
+    hi = sliding_window_view(high, lookback).max(axis=1)
+    lo = sliding_window_view(low, lookback).min(axis=1)
+    width = (hi - lo) / num_bins
+    expected_val = lo + val_bin * width
+    expected_vah = np.where(vah_bin == num_bins - 1, hi, lo + (vah_bin + 1) * width)
+
+    profile = VolumeProfile(lookback, num_bins, pct)
+    typical = ((high + low + close) / 3.0).tolist()
+    checked = 0
+    for i in range(rows):
+        if profile.full:
+            window = i - lookback  # the window of candles i − lookback … i − 1
+            area = profile.value_area()
+            assert (area is not None) == defined[window]
+            if area is not None:
+                assert profile.histogram() == hist[window].tolist()
+                assert area[2] == poc[window]
+                assert area[0] == pytest.approx(expected_val[window], rel=1e-12)
+                assert area[1] == pytest.approx(expected_vah[window], rel=1e-12)
+                checked += 1
+        profile.push(float(high[i]), float(low[i]), typical[i], float(volume[i]))
+    assert checked > rows // 2
