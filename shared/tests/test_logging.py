@@ -147,6 +147,11 @@ def test_settings_secrets_are_redacted() -> None:
     assert API_KEY not in out.getvalue() and API_SECRET not in out.getvalue()
 
 
+def _notifier(api_url: str) -> TelegramNotifier:
+    time = VirtualTime()
+    return TelegramNotifier(TOKEN, "1", api_url=api_url, clock=time.now, sleep=time.sleep)
+
+
 def _errors_counted(service: str, error_type: str) -> float:
     labels = {"service": service, "error_type": error_type}
     return REGISTRY.get_sample_value("errors_total", labels) or 0.0
@@ -155,7 +160,7 @@ def _errors_counted(service: str, error_type: str) -> float:
 async def test_an_error_log_produces_exactly_one_telegram_message() -> None:
     out = io.StringIO()
     async with TelegramStandIn(token=TOKEN) as standin:
-        notifier = TelegramNotifier(TOKEN, "1", api_url=standin.api_url, sleep=VirtualTime().sleep)
+        notifier = _notifier(standin.api_url)
         setup_logging("portfolio-manager", stream=out, notifier=notifier)
         before = _errors_counted("portfolio-manager", "KeyError")
         await notifier.start()
@@ -178,7 +183,7 @@ async def test_a_failing_notifier_logging_its_own_error_does_not_recurse() -> No
     out = io.StringIO()
     async with TelegramStandIn(token=TOKEN) as standin:
         standin.fail_next(1, status=403)
-        notifier = TelegramNotifier(TOKEN, "1", api_url=standin.api_url, sleep=VirtualTime().sleep)
+        notifier = _notifier(standin.api_url)
         setup_logging("svc", stream=out, notifier=notifier)
         await notifier.start()
         structlog.get_logger().error("first_failure")  # answered 403: the notifier logs ERROR
@@ -197,7 +202,7 @@ async def test_a_failing_notifier_logging_its_own_error_does_not_recurse() -> No
 async def test_the_bot_token_is_in_no_log_line_even_from_aiohttps_access_log() -> None:
     out = io.StringIO()
     async with TelegramStandIn(access_log=True) as standin:
-        notifier = TelegramNotifier(TOKEN, "1", api_url=standin.api_url, sleep=VirtualTime().sleep)
+        notifier = _notifier(standin.api_url)
         # No secrets listed: the notifier's token is masked because the notifier is given.
         setup_logging("svc", "DEBUG", stream=out, notifier=notifier)
         await notifier.start()
