@@ -1,0 +1,359 @@
+"""Check raw candle rows and turn them into exact, typed columns.
+
+The checks run on whole columns with numpy, on float64 copies of the prices. A float
+comparison can only be trusted one way: correctly rounded conversion is monotonic, so
+`float(a) < float(b)` proves `a < b`, but two different decimals may round to the same
+float. Rows where the floats tie are therefore re-checked with `Decimal` on the original
+text, so the verdict is exact while the common case stays vectorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shared.candle_io.errors import CandleFileError
+from shared.candle_io.readers import REQUIRED_COLUMNS, RawBatch
+from shared.models import Candle, interval_delta
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+US_PER_MS = 1_000
+# Binance's archives switched to microsecond times in 2025. A millisecond time this large
+# would be past the year 5000, so magnitude tells the unit apart value by value.
+MICROSECOND_THRESHOLD = 10**14
+# Binance's weekly candles open on Mondays; 1970-01-01 was a Thursday.
+WEEK_GRID_OFFSET_US = 4 * 86_400 * 1_000_000
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True)
+class CandleBatch:
+    """Validated rows: times in ms since the epoch (on the grid), values as the file's text."""
+
+    open_time_ms: IntArray
+    open: list[str]
+    high: list[str]
+    low: list[str]
+    close: list[str]
+    volume: list[str]
+    quote_volume: list[str | None] | None
+    trades: list[int | None] | None
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def open_times(self) -> list[datetime]:
+        """UTC open times. Every grid is whole seconds, so `fromtimestamp` is exact here."""
+        return [datetime.fromtimestamp(ms // 1000, UTC) for ms in self.open_time_ms.tolist()]
+
+    def to_candles(self, symbol: str, interval: str) -> list[Candle]:
+        """The rows as `Candle` models (pydantic-validated once more, cheaply)."""
+        size = len(self)
+        quote_volumes = self.quote_volume or [None] * size
+        trades = self.trades or [None] * size
+        return [
+            Candle(
+                symbol=symbol,
+                interval=interval,
+                open_time=open_time,
+                open=Decimal(o),
+                high=Decimal(h),
+                low=Decimal(lo),
+                close=Decimal(c),
+                volume=Decimal(v),
+                quote_volume=None if q is None else Decimal(q),
+                trades=t,
+            )
+            for open_time, o, h, lo, c, v, q, t in zip(
+                self.open_times(),
+                self.open,
+                self.high,
+                self.low,
+                self.close,
+                self.volume,
+                quote_volumes,
+                trades,
+                strict=True,
+            )
+        ]
+
+
+@dataclass
+class _Problem:
+    index: int
+    message: str
+
+
+class _Problems:
+    """Collects each check's first failing row; the earliest row in the batch wins."""
+
+    def __init__(self) -> None:
+        self.first: _Problem | None = None
+
+    def add(self, index: int, message: str | Callable[[], str]) -> None:
+        if self.first is None or index < self.first.index:
+            text = message() if callable(message) else message
+            self.first = _Problem(index, text)
+
+    def add_first(self, bad: BoolArray, message: Callable[[int], str]) -> None:
+        hits = np.flatnonzero(bad)
+        if hits.size:
+            index = int(hits[0])
+            self.add(index, lambda: message(index))
+
+    def bound(self) -> int:
+        """Rows at or after this index cannot change the verdict any more."""
+        return self.first.index if self.first is not None else np.iinfo(np.int64).max
+
+
+def _iso(us: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    if us % 1_000_000 == 0:
+        timespec = "seconds"
+    elif us % 1000 == 0:
+        timespec = "milliseconds"
+    else:
+        timespec = "microseconds"
+    text = moment.isoformat(timespec=timespec)
+    return text.replace("+00:00", "Z")
+
+
+def _texts(array: pa.Array) -> list[str | None]:
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return array.to_pylist()  # type: ignore[no-any-return]
+    return pc.cast(array, pa.string()).to_pylist()  # type: ignore[no-any-return]
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(Decimal(text)) if text is not None else np.nan
+    except (InvalidOperation, ValueError):
+        return np.nan
+
+
+def _numeric(
+    name: str, array: pa.Array, texts: Sequence[str | None], problems: _Problems
+) -> FloatArray:
+    """Float copies of a numeric column; text that is no number is reported."""
+    try:
+        values = pc.cast(array, pa.float64()) if not pa.types.is_floating(array.type) else array
+        floats = np.asarray(values.fill_null(np.nan).to_numpy(zero_copy_only=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        floats = np.array([_float(text) for text in texts], dtype=np.float64)
+    bad = ~np.isfinite(floats) & np.asarray(array.is_valid())
+    for index in np.flatnonzero(bad)[:1].tolist():
+        problems.add(index, f"{name} {texts[index]!r} is not a number")
+    return floats
+
+
+def _whole_numbers(name: str, array: pa.Array, problems: _Problems) -> tuple[IntArray, BoolArray]:
+    """Integer column (times, trade counts) and its validity mask; junk is reported."""
+    valid = np.asarray(array.is_valid())
+    if pa.types.is_timestamp(array.type):
+        as_us = pc.cast(array.cast(pa.timestamp("us", tz=array.type.tz)), pa.int64())
+        return np.asarray(as_us.fill_null(0).to_numpy()), valid
+    try:
+        ints = pc.cast(array, pa.int64())
+        return np.asarray(ints.fill_null(0).to_numpy()), valid
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values: list[int] = []
+    for index, text in enumerate(_texts(array)):
+        try:
+            values.append(0 if text is None else int(text))
+        except ValueError:
+            problems.add(index, f"{name} {text!r} is not a whole number")
+            values.append(0)
+    return np.array(values, dtype=np.int64), valid
+
+
+def _exact_violation(
+    loose: BoolArray, tie: BoolArray, left: Sequence[str], right: Sequence[str]
+) -> BoolArray:
+    """`loose` (float-proven violations) plus the tied rows where Decimal(left) < Decimal(right)."""
+    result = loose.copy()
+    for index in np.flatnonzero(tie).tolist():
+        if left[index] != right[index] and Decimal(left[index]) < Decimal(right[index]):
+            result[index] = True
+    return result
+
+
+class CandleValidator:
+    """Validates one file's batches in order; remembers the last time to check ordering."""
+
+    def __init__(self, path: Path, interval: str) -> None:
+        self.path = path
+        self.interval = interval
+        self.step_us = int(interval_delta(interval) / timedelta(microseconds=1))
+        self.grid_offset_us = WEEK_GRID_OFFSET_US if interval == "1w" else 0
+        self.previous_open_us: int | None = None
+
+    def validate(self, raw: RawBatch) -> CandleBatch:
+        """Check every row of `raw`; raise `CandleFileError` at the first bad row."""
+        columns = raw.columns
+        locations = np.arange(raw.first_location, raw.first_location + raw.num_rows)
+        present = np.zeros(raw.num_rows, dtype=bool)
+        for array in columns.values():
+            present |= np.asarray(array.is_valid())
+        if not present.all():
+            # Blank lines carry no candle; they are skipped but keep their line numbers.
+            keep = pa.array(np.flatnonzero(present))
+            columns = {name: array.take(keep) for name, array in columns.items()}
+            locations = locations[present]
+        problems = _Problems()
+        batch = self._check(columns, problems)
+        if problems.first is not None:
+            location = f"{raw.location_word} {int(locations[problems.first.index])}"
+            raise CandleFileError(self.path, problems.first.message, location)
+        assert batch is not None
+        if len(batch):
+            self.previous_open_us = int(batch.open_time_ms[-1]) * US_PER_MS
+        return batch
+
+    def _check(self, columns: dict[str, pa.Array], problems: _Problems) -> CandleBatch | None:
+        for name in REQUIRED_COLUMNS:
+            nulls = np.flatnonzero(~np.asarray(columns[name].is_valid()))
+            if nulls.size:
+                problems.add(int(nulls[0]), f"{name} is empty")
+
+        raw_open, _ = _whole_numbers("open_time", columns["open_time"], problems)
+        open_us = self._to_us(columns["open_time"], raw_open)
+        texts = {name: _texts(columns[name]) for name in (*PRICE_COLUMNS, "volume")}
+        floats = {
+            name: _numeric(name, columns[name], texts[name], problems)
+            for name in (*PRICE_COLUMNS, "volume")
+        }
+        self._check_values(texts, floats, problems)
+        self._check_times(open_us, problems)
+        if "close_time" in columns:
+            self._check_close_times(columns["close_time"], open_us, problems)
+        quote_volume = self._optional_amounts(columns.get("quote_volume"), problems)
+        trades = self._optional_counts(columns.get("trades"), problems)
+        if problems.first is not None:
+            return None
+        return CandleBatch(
+            open_time_ms=open_us // US_PER_MS,
+            open=texts["open"],  # type: ignore[arg-type]  # nulls were rejected above
+            high=texts["high"],  # type: ignore[arg-type]
+            low=texts["low"],  # type: ignore[arg-type]
+            close=texts["close"],  # type: ignore[arg-type]
+            volume=texts["volume"],  # type: ignore[arg-type]
+            quote_volume=quote_volume,
+            trades=trades,
+        )
+
+    @staticmethod
+    def _to_us(array: pa.Array, values: IntArray) -> IntArray:
+        if pa.types.is_timestamp(array.type):
+            return values
+        return np.where(values >= MICROSECOND_THRESHOLD, values, values * US_PER_MS)
+
+    def _check_values(
+        self,
+        texts: dict[str, list[str | None]],
+        floats: dict[str, FloatArray],
+        problems: _Problems,
+    ) -> None:
+        t = {name: [text or "0" for text in values] for name, values in texts.items()}
+        o, h, lo, c, v = (floats[name] for name in ("open", "high", "low", "close", "volume"))
+
+        def compared(left: str, verb: str, right: str) -> Callable[[int], str]:
+            return lambda i: f"{left} {texts[left][i]} is {verb} {right} {texts[right][i]}"
+
+        def alone(name: str, verdict: str) -> Callable[[int], str]:
+            return lambda i: f"{name} {texts[name][i]} is {verdict}"
+
+        for name in PRICE_COLUMNS:
+            price = floats[name]
+            # A float of 0 may be a tiny decimal that underflowed: decide those exactly.
+            not_positive = price < 0
+            for index in np.flatnonzero(price == 0).tolist():
+                not_positive[index] = Decimal(t[name][index]) <= 0
+            problems.add_first(not_positive, alone(name, "not above 0"))
+        negative = v < 0
+        for index in np.flatnonzero(v == 0).tolist():
+            negative[index] = Decimal(t["volume"][index]) < 0
+        problems.add_first(negative, alone("volume", "negative"))
+
+        for name, other in (("open", o), ("close", c)):
+            below = _exact_violation(h < other, h == other, t["high"], t[name])
+            problems.add_first(below, compared("high", "below", name))
+            above = _exact_violation(other < lo, other == lo, t[name], t["low"])
+            problems.add_first(above, compared("low", "above", name))
+
+    def _check_times(self, open_us: IntArray, problems: _Problems) -> None:
+        off_grid = (open_us - self.grid_offset_us) % self.step_us != 0
+        rule = (
+            "1w candles open on Mondays at 00:00 UTC"
+            if self.interval == "1w"
+            else f"{self.interval} candles open at whole multiples of {self.interval} since "
+            "1970-01-01"
+        )
+        problems.add_first(
+            off_grid,
+            lambda i: (
+                f"open_time {_iso(int(open_us[i]))} is not on the {self.interval} grid "
+                f"({rule}): is the interval right?"
+            ),
+        )
+        previous = np.empty_like(open_us)
+        previous[1:] = open_us[:-1]
+        previous[:1] = self.previous_open_us if self.previous_open_us is not None else -(2**62)
+        problems.add_first(
+            open_us <= previous,
+            lambda i: (
+                f"open_time {_iso(int(open_us[i]))} does not come after the previous "
+                f"row's {_iso(int(previous[i]))} (rows must be sorted by time, without repeats)"
+            ),
+        )
+
+    def _check_close_times(self, array: pa.Array, open_us: IntArray, problems: _Problems) -> None:
+        values, valid = _whole_numbers("close_time", array, problems)
+        close_us = self._to_us(array, values)
+        # Binance closes a candle one tick before the next opens, or earlier when trading
+        # halted mid-candle; a close time past the interval means the interval is wrong.
+        outside = valid & ((close_us < open_us) | (close_us >= open_us + self.step_us))
+        problems.add_first(
+            outside,
+            lambda i: (
+                f"close_time {_iso(int(close_us[i]))} is outside the {self.interval} "
+                f"candle opening at {_iso(int(open_us[i]))}: is the interval right?"
+            ),
+        )
+
+    @staticmethod
+    def _optional_amounts(array: pa.Array | None, problems: _Problems) -> list[str | None] | None:
+        if array is None or array.null_count == len(array):
+            return None
+        texts = _texts(array)
+        floats = _numeric("quote_volume", array, texts, problems)
+        negative = np.flatnonzero(floats < 0)
+        if negative.size:
+            index = int(negative[0])
+            problems.add(index, f"quote_volume {texts[index]} is negative")
+        return texts
+
+    @staticmethod
+    def _optional_counts(array: pa.Array | None, problems: _Problems) -> list[int | None] | None:
+        if array is None or array.null_count == len(array):
+            return None
+        values, valid = _whole_numbers("trades", array, problems)
+        negative = np.flatnonzero(valid & (values < 0))
+        if negative.size:
+            index = int(negative[0])
+            problems.add(index, f"trades {int(values[index])} is negative")
+        return [
+            int(value) if ok else None
+            for value, ok in zip(values.tolist(), valid.tolist(), strict=True)
+        ]
