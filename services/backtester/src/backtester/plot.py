@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import html
+import struct
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 from backtester.chart import downsample, drawdown_series
 from backtester.engine import BacktestResult
@@ -14,6 +18,9 @@ DRAWDOWN_HEIGHT = 140
 MARGIN = 50
 MAX_POINTS = 2000
 PLOT_SUFFIXES = (".html", ".png")
+BLUE = (31, 119, 180)
+RED = (214, 39, 40)
+GREY = (160, 160, 160)
 
 
 class PlotError(ValueError):
@@ -70,27 +77,60 @@ def write_html(result: BacktestResult, path: Path) -> None:
 
 
 def write_png(result: BacktestResult, path: Path) -> None:
-    import matplotlib
+    """The same chart as a PNG, drawn with numpy and encoded with zlib (no plotting library).
 
-    matplotlib.use("Agg")  # no display: render to a file only
-    import matplotlib.pyplot as plt
+    It carries no text (there is no font renderer here): the HTML form has the labels.
+    """
+    path.write_bytes(encode_png(render_pixels(result)))
 
-    times = [t for t, _ in result.equity_curve]
-    equity = [float(e) for _, e in result.equity_curve]
-    drawdown = [
-        -d * 100 for d in drawdown_series(result.config.initial_balance, result.equity_curve)
-    ]
-    figure, (top, bottom) = plt.subplots(
-        2, 1, sharex=True, figsize=(10, 6), gridspec_kw={"height_ratios": [3, 1]}
+
+def render_pixels(result: BacktestResult) -> np.ndarray:
+    """An RGB image: the equity line above, the drawdown area hanging below."""
+    width, height = SVG_WIDTH, MARGIN + EQUITY_HEIGHT + MARGIN + DRAWDOWN_HEIGHT + MARGIN
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    plot_width = width - 2 * MARGIN
+    equity = downsample([float(e) for _, e in result.equity_curve], plot_width)
+    drawdown = downsample(
+        drawdown_series(result.config.initial_balance, result.equity_curve),
+        plot_width,
+        worst=True,
     )
-    top.plot(times, equity, color="#1f77b4", linewidth=1)
-    top.set_ylabel("Equity (USDT)")
-    top.set_title(f"{result.strategy} {result.config.symbol} {result.config.interval}")
-    bottom.fill_between(times, drawdown, 0, color="#d62728", alpha=0.4)
-    bottom.set_ylabel("Drawdown (%)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    low, high = min(equity), max(equity)
+    span = (high - low) or 1.0
+    step = plot_width / max(len(equity) - 1, 1)
+    rows = [MARGIN + round((high - v) / span * EQUITY_HEIGHT) for v in equity]
+    image[MARGIN + EQUITY_HEIGHT, MARGIN : width - MARGIN] = GREY
+    for i in range(1, len(rows)):
+        x0, x1 = MARGIN + round((i - 1) * step), MARGIN + round(i * step)
+        top, bottom = sorted((rows[i - 1], rows[i]))
+        image[top : bottom + 2, x0 : max(x1, x0 + 1) + 1] = BLUE
+    dd_top = MARGIN + EQUITY_HEIGHT + MARGIN
+    worst = max(drawdown) or 1.0
+    image[dd_top, MARGIN : width - MARGIN] = GREY
+    for i, value in enumerate(drawdown):
+        x0, x1 = MARGIN + round(i * step), MARGIN + round((i + 1) * step)
+        depth = round(value / worst * DRAWDOWN_HEIGHT)
+        image[dd_top : dd_top + depth + 1, x0 : max(x1, x0 + 1)] = RED
+    return image
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of `image` (height × width × 3, uint8)."""
+    height, width, _ = image.shape
+    raw = np.zeros((height, width * 3 + 1), dtype=np.uint8)  # filter byte 0 on every row
+    raw[:, 1:] = image.reshape(height, width * 3)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_plot(result: BacktestResult, path: Path) -> None:
