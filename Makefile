@@ -63,7 +63,7 @@ clean: stop
 	rm -rf .trading .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 migrate: sync
-	$(RUN) trading db upgrade
+	$(RUN) alembic -c shared/alembic.ini upgrade head
 
 migrate-down: sync
 	$(RUN) alembic -c shared/alembic.ini downgrade -1

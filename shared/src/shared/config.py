@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BINANCE_REST_URL = "https://api.binance.com"
@@ -92,6 +93,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("trading_data_dir", mode="before")
+    @classmethod
+    def _blank_is_default_dir(cls, value: Any) -> Any:
+        # TRADING_DATA_DIR= (blank) would otherwise mean the current folder.
+        return Path(".trading") if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         # Telegram turns itself off without a token: an enabled notifier with no token
@@ -109,20 +116,32 @@ class Settings(BaseSettings):
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _bounds(metadata: list[Any]) -> str:
+    """The numeric limits a field's `Field(ge=..., le=...)` declares, in words."""
+    limits: dict[str, Any] = {}
+    for item in metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            if getattr(item, name, None) is not None:
+                limits[name] = getattr(item, name)
+    if "ge" in limits and "le" in limits:
+        return f" from {limits['ge']} to {limits['le']}"
+    words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+    parts = [f"{words[name]} {value}" for name, value in limits.items()]
+    return f" {' and '.join(parts)}" if parts else ""
+
+
+def _describe(field: str, error: ErrorDetails) -> str:
     """Turn one pydantic error into 'what the variable accepts'."""
     ctx = error.get("ctx") or {}
     kind = error["type"]
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '')}"
-    if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
-        return error["msg"].lower()
-    if kind in {"decimal_parsing", "float_parsing", "decimal_type", "float_type"}:
-        return "expected a number"
-    if kind in {"int_parsing", "int_type", "int_from_float"}:
-        return "expected a whole number"
     if kind in {"bool_parsing", "bool_type"}:
         return "expected true or false"
+    info = Settings.model_fields.get(field)
+    if info is not None and info.annotation in (int, float, Decimal):
+        noun = "a whole number" if info.annotation is int else "a number"
+        return f"expected {noun}{_bounds(info.metadata)}"
     return str(error["msg"]).lower()
 
 
@@ -138,5 +157,5 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             shown = "" if field in SECRET_FIELDS else f"={error.get('input')!r}"
-            lines.append(f"{field.upper()}{shown}: {_describe(error)}")
+            lines.append(f"{field.upper()}{shown}: {_describe(field, error)}")
         raise SettingsError("Invalid setting " + "; ".join(lines)) from None

@@ -197,3 +197,23 @@ class PortfolioSnapshot(_Model):
     realized_pnl: Decimal = Decimal(0)
     unrealized_pnl: Decimal = Decimal(0)
     fees_paid: NonNegative = Decimal(0)
+
+
+class CandleGap(_Model):
+    """A run of missing candles in a series: open times `start`..`end`, both inclusive."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    missing_candles: Annotated[int, Field(ge=1)]
+
+
+class CandleSeriesSummary(_Model):
+    """What the database holds for one symbol and interval."""
+
+    symbol: Symbol
+    interval: Interval
+    first: UtcDatetime
+    last: UtcDatetime
+    rows: Annotated[int, Field(ge=1)]
+    gaps: Annotated[int, Field(ge=0)]
+    missing_candles: Annotated[int, Field(ge=0)]

@@ -1,0 +1,298 @@
+"""Candle repository: idempotent bulk import, range queries, gaps and per-series summaries.
+
+Every function takes the caller's `AsyncSession` and never commits: the caller owns the
+transaction, so a whole file's import can be rolled back as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    MetaData,
+    Select,
+    Table,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.schema import CreateTable, DropTable
+
+from shared.models import INTERVALS, Candle, CandleGap, CandleSeriesSummary, interval_delta
+from shared.repositories._convert import CANDLES, require_aware, to_model
+
+CANDLE_COLUMNS = (
+    "symbol",
+    "interval",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "closed",
+)
+_KEY = ("symbol", "interval", "open_time")
+
+# Up to this many rows go in one multi-row INSERT; more are streamed with COPY. One INSERT
+# is cheaper for the data collector's one-candle-at-a-time writes, COPY for file imports.
+# (PostgreSQL allows 32,767 bind parameters a statement: 11 per candle.)
+COPY_THRESHOLD = 1000
+
+# Where COPY puts the rows before they are merged into `candles`. A session-private TEMP
+# table that also disappears at commit or rollback, whatever happens in between.
+_STAGING = Table(
+    "candles_staging",
+    MetaData(),
+    *(Column(column.name, column.type) for column in CANDLES.columns),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+
+def _records(candles: Iterable[Candle]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            c.symbol,
+            c.interval,
+            c.open_time,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.quote_volume,
+            c.trades,
+            c.closed,
+        )
+        for c in candles
+    ]
+
+
+async def upsert_candles(session: AsyncSession, candles: Iterable[Candle]) -> int:
+    """Store candles that are not stored yet; return how many were new.
+
+    Idempotent: a candle whose (symbol, interval, open_time) is already stored is left as
+    it is, so importing the same file twice changes nothing. Runs in the caller's
+    transaction and does not commit, so a caller can roll back a whole file's import.
+    """
+    records = _records(candles)
+    if not records:
+        return 0
+    connection = await session.connection()
+    if len(records) <= COPY_THRESHOLD:
+        rows = [dict(zip(CANDLE_COLUMNS, record, strict=True)) for record in records]
+        statement = pg_insert(CANDLES).values(rows).on_conflict_do_nothing(index_elements=_KEY)
+        return (await connection.execute(statement)).rowcount
+    if _keys_unique(records) and not await _overlaps_stored(connection, records):
+        copied = await _copy_straight_in(connection, records)
+        if copied is not None:
+            return copied
+    return await _copy_then_merge(connection, records)
+
+
+def _keys_unique(records: Sequence[tuple[Any, ...]]) -> bool:
+    return len({record[:3] for record in records}) == len(records)
+
+
+async def _overlaps_stored(connection: AsyncConnection, records: Sequence[tuple[Any, ...]]) -> bool:
+    """Whether any stored candle of the same series lies within the batch's time span."""
+    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for symbol, interval, open_time, *_ in records:
+        first, last = spans.get((symbol, interval), (open_time, open_time))
+        spans[(symbol, interval)] = (min(first, open_time), max(last, open_time))
+    for (symbol, interval), (first, last) in spans.items():
+        inside = select(CANDLES.c.open_time).where(
+            _series(symbol, interval), CANDLES.c.open_time.between(first, last)
+        )
+        if (await connection.execute(inside.limit(1))).first() is not None:
+            return True
+    return False
+
+
+async def _driver_copy(
+    connection: AsyncConnection, table: str, records: Sequence[tuple[Any, ...]]
+) -> None:
+    # asyncpg's binary COPY on the session's own connection, inside its open transaction.
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.copy_records_to_table(table, records=records, columns=CANDLE_COLUMNS)
+
+
+async def _copy_straight_in(
+    connection: AsyncConnection, records: Sequence[tuple[Any, ...]]
+) -> int | None:
+    """COPY a batch that overlaps nothing stored directly into `candles`.
+
+    The fast path of a first import. A concurrent writer may still store one of these
+    candles in the meantime; then the COPY fails on the primary key, the savepoint undoes
+    it, and None sends the caller to the merging path.
+    """
+    import asyncpg  # the driver's own error type: the COPY bypasses SQLAlchemy's wrapping
+
+    try:
+        async with connection.begin_nested():
+            await _driver_copy(connection, CANDLES.name, records)
+    except asyncpg.UniqueViolationError:
+        return None
+    return len(records)
+
+
+async def _copy_then_merge(connection: AsyncConnection, records: Sequence[tuple[Any, ...]]) -> int:
+    # COPY cannot skip rows already stored, so the rows land in a TEMP table first and one
+    # INSERT ... SELECT ... ON CONFLICT DO NOTHING merges them. The CREATE runs through
+    # SQLAlchemy, inside the transaction that the driver-level COPY then joins.
+    await connection.execute(CreateTable(_STAGING))
+    await _driver_copy(connection, _STAGING.name, records)
+    merge = (
+        pg_insert(CANDLES)
+        .from_select(CANDLE_COLUMNS, select(*(_STAGING.c[name] for name in CANDLE_COLUMNS)))
+        .on_conflict_do_nothing(index_elements=_KEY)
+    )
+    inserted = (await connection.execute(merge)).rowcount
+    await connection.execute(DropTable(_STAGING))
+    return inserted
+
+
+def _series(symbol: str, interval: str) -> ColumnElement[bool]:
+    return and_(CANDLES.c.symbol == symbol, CANDLES.c.interval == interval)
+
+
+async def _fetch(session: AsyncSession, statement: Select[Any]) -> list[Candle]:
+    result = await session.execute(statement)
+    return [to_model(Candle, row) for row in result.mappings()]
+
+
+async def candles_between(
+    session: AsyncSession,
+    symbol: str,
+    interval: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Candle]:
+    """Candles of one series with `start <= open_time < end`, oldest first.
+
+    `None` leaves that side open, so `candles_between(s, "BTCUSDT", "1m")` is the whole series.
+    """
+    require_aware("start", start)
+    require_aware("end", end)
+    statement = select(CANDLES).where(_series(symbol, interval))
+    if start is not None:
+        statement = statement.where(CANDLES.c.open_time >= start)
+    if end is not None:
+        statement = statement.where(CANDLES.c.open_time < end)
+    return await _fetch(session, statement.order_by(CANDLES.c.open_time))
+
+
+async def recent_candles(
+    session: AsyncSession,
+    symbol: str,
+    interval: str,
+    limit: int,
+    *,
+    before: datetime | None = None,
+) -> list[Candle]:
+    """The last `limit` candles of a series (opened before `before`, if given), oldest first.
+
+    What a strategy needs to warm up its indicators.
+    """
+    require_aware("before", before)
+    statement = select(CANDLES).where(_series(symbol, interval))
+    if before is not None:
+        statement = statement.where(CANDLES.c.open_time < before)
+    newest_first = await _fetch(
+        session, statement.order_by(CANDLES.c.open_time.desc()).limit(limit)
+    )
+    return newest_first[::-1]
+
+
+async def latest_candle(session: AsyncSession, symbol: str, interval: str) -> Candle | None:
+    """The most recent candle of a series, or None when none is stored."""
+    latest = await recent_candles(session, symbol, interval, 1)
+    return latest[0] if latest else None
+
+
+def _missing_before_each_candle(where: ColumnElement[bool] | None = None) -> Any:
+    """Per candle: how many candles of its series are missing right before it.
+
+    lag() looks at the previous stored candle of the same series; the difference in
+    interval lengths, minus one, is the number missing. A series' first candle gives NULL.
+    """
+    step_seconds = case(
+        {name: int(delta.total_seconds()) for name, delta in INTERVALS.items()},
+        value=CANDLES.c.interval,
+    )
+    previous = func.lag(CANDLES.c.open_time).over(
+        partition_by=(CANDLES.c.symbol, CANDLES.c.interval), order_by=CANDLES.c.open_time
+    )
+    missing = cast(
+        func.floor(extract("epoch", CANDLES.c.open_time - previous) / step_seconds) - 1,
+        BigInteger,
+    )
+    statement = select(
+        CANDLES.c.symbol,
+        CANDLES.c.interval,
+        CANDLES.c.open_time,
+        missing.label("missing"),
+    )
+    if where is not None:
+        statement = statement.where(where)
+    return statement.subquery("steps")
+
+
+async def find_gaps(session: AsyncSession, symbol: str, interval: str) -> list[CandleGap]:
+    """The runs of missing candles between the first and last stored candle, oldest first."""
+    step = interval_delta(interval)
+    steps = _missing_before_each_candle(_series(symbol, interval))
+    statement = (
+        select(steps.c.open_time, steps.c.missing)
+        .where(steps.c.missing > 0)
+        .order_by(steps.c.open_time)
+    )
+    gaps = []
+    for resumed_at, missing in (await session.execute(statement)).tuples():
+        gaps.append(
+            CandleGap(
+                start=resumed_at - missing * step, end=resumed_at - step, missing_candles=missing
+            )
+        )
+    return gaps
+
+
+async def candle_series_summary(session: AsyncSession) -> list[CandleSeriesSummary]:
+    """Per symbol and interval: first and last open time, rows, gaps and missing candles.
+
+    One pass over the primary-key index in SQL, however many candles are stored.
+    """
+    steps = _missing_before_each_candle()
+    in_gap = steps.c.missing > 0
+    statement = (
+        select(
+            steps.c.symbol,
+            steps.c.interval,
+            func.min(steps.c.open_time).label("first"),
+            func.max(steps.c.open_time).label("last"),
+            func.count().label("rows"),
+            func.count().filter(in_gap).label("gaps"),
+            cast(func.coalesce(func.sum(steps.c.missing).filter(in_gap), 0), BigInteger).label(
+                "missing_candles"
+            ),
+        )
+        .group_by(steps.c.symbol, steps.c.interval)
+        .order_by(steps.c.symbol, steps.c.interval)
+    )
+    result = await session.execute(statement)
+    return [to_model(CandleSeriesSummary, row) for row in result.mappings()]

@@ -1,0 +1,128 @@
+"""Order and trade repository, keyed by the client order id.
+
+Creating an order is idempotent, because the executor may see the same signal twice (a
+redelivered bus message, a restart mid-way): `create_order` stores the order the first
+time and afterwards returns the stored one unchanged, so "create, then act on what came
+back" can never produce a second order. Functions never commit; the caller does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import Order, OrderStatus, Trade
+from shared.repositories._convert import ORDERS, TRADES, require_aware, to_model, to_values
+
+
+class OrderNotFoundError(LookupError):
+    """No order is stored under the given client order id."""
+
+    def __init__(self, client_order_id: str) -> None:
+        super().__init__(
+            f"no order with client order id {client_order_id!r} is stored; "
+            "create it with create_order() first"
+        )
+        self.client_order_id = client_order_id
+
+
+async def create_order(session: AsyncSession, order: Order) -> Order:
+    """Store a new order and return it; if its client order id is stored, return that one.
+
+    The stored order wins: a second create with the same client order id changes nothing,
+    whatever its other fields say. Compare the returned order's fields to tell the cases
+    apart if needed.
+    """
+    statement = (
+        pg_insert(ORDERS)
+        .values(to_values(order))
+        .on_conflict_do_nothing(index_elements=[ORDERS.c.client_order_id])
+    )
+    await session.execute(statement)
+    stored = await get_order(session, order.client_order_id)
+    assert stored is not None  # inserted above, or already there
+    return stored
+
+
+async def get_order(session: AsyncSession, client_order_id: str) -> Order | None:
+    """The order stored under this client order id, or None."""
+    statement = select(ORDERS).where(ORDERS.c.client_order_id == client_order_id)
+    row = (await session.execute(statement)).mappings().one_or_none()
+    return None if row is None else to_model(Order, row)
+
+
+async def update_order(session: AsyncSession, order: Order) -> Order:
+    """Write an order's new state (status, fills, fee, exchange id, ...) and return it.
+
+    The order is found by its client order id; `created_at` keeps its stored value.
+    Raises `OrderNotFoundError` when no such order was created.
+    """
+    values = to_values(order)
+    del values["client_order_id"], values["created_at"]
+    statement = (
+        update(ORDERS)
+        .where(ORDERS.c.client_order_id == order.client_order_id)
+        .values(values)
+        .returning(ORDERS)
+    )
+    row = (await session.execute(statement)).mappings().one_or_none()
+    if row is None:
+        raise OrderNotFoundError(order.client_order_id)
+    return to_model(Order, row)
+
+
+async def list_orders(
+    session: AsyncSession,
+    *,
+    statuses: Iterable[OrderStatus] | None = None,
+    symbol: str | None = None,
+) -> list[Order]:
+    """Orders, oldest first, optionally only those in `statuses` and/or of one symbol."""
+    statement = select(ORDERS)
+    if statuses is not None:
+        statement = statement.where(ORDERS.c.status.in_(list(statuses)))
+    if symbol is not None:
+        statement = statement.where(ORDERS.c.symbol == symbol)
+    result = await session.execute(statement.order_by(ORDERS.c.created_at, ORDERS.c.id))
+    return [to_model(Order, row) for row in result.mappings()]
+
+
+async def add_trade(session: AsyncSession, trade: Trade) -> bool:
+    """Store a fill; return False if this (symbol, trade id) was already stored.
+
+    Raises `OrderNotFoundError` when the trade's order was never created.
+    """
+    order_exists = exists().where(ORDERS.c.client_order_id == trade.client_order_id)
+    if not (await session.execute(select(order_exists))).scalar_one():
+        raise OrderNotFoundError(trade.client_order_id)
+    statement = (
+        pg_insert(TRADES)
+        .values(to_values(trade))
+        .on_conflict_do_nothing(index_elements=[TRADES.c.symbol, TRADES.c.trade_id])
+        .returning(TRADES.c.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def list_trades(
+    session: AsyncSession,
+    *,
+    client_order_id: str | None = None,
+    symbol: str | None = None,
+    since: datetime | None = None,
+) -> list[Trade]:
+    """Trades in time order, optionally of one order, one symbol, or from `since` on."""
+    require_aware("since", since)
+    statement = select(TRADES)
+    if client_order_id is not None:
+        statement = statement.where(TRADES.c.client_order_id == client_order_id)
+    if symbol is not None:
+        statement = statement.where(TRADES.c.symbol == symbol)
+    if since is not None:
+        statement = statement.where(TRADES.c.time >= since)
+    result = await session.execute(statement.order_by(TRADES.c.time, TRADES.c.id))
+    return [to_model(Trade, row) for row in result.mappings()]

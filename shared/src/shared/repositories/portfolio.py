@@ -1,0 +1,70 @@
+"""Position and portfolio-snapshot repository. Functions never commit; the caller does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import PortfolioSnapshot, Position
+from shared.repositories._convert import (
+    POSITIONS,
+    SNAPSHOTS,
+    require_aware,
+    to_model,
+    to_values,
+)
+
+
+async def upsert_position(session: AsyncSession, position: Position) -> Position:
+    """Store a symbol's position, replacing the one stored before; return what is stored."""
+    values = to_values(position)
+    insert = pg_insert(POSITIONS).values(values)
+    statement = insert.on_conflict_do_update(
+        index_elements=[POSITIONS.c.symbol],
+        set_={name: insert.excluded[name] for name in values if name != "symbol"},
+    ).returning(POSITIONS)
+    row = (await session.execute(statement)).mappings().one()
+    return to_model(Position, row)
+
+
+async def get_position(session: AsyncSession, symbol: str) -> Position | None:
+    """The stored position of one symbol, or None."""
+    statement = select(POSITIONS).where(POSITIONS.c.symbol == symbol)
+    row = (await session.execute(statement)).mappings().one_or_none()
+    return None if row is None else to_model(Position, row)
+
+
+async def list_positions(session: AsyncSession) -> list[Position]:
+    """Every stored position (closed ones too, with quantity 0), by symbol."""
+    result = await session.execute(select(POSITIONS).order_by(POSITIONS.c.symbol))
+    return [to_model(Position, row) for row in result.mappings()]
+
+
+async def add_snapshot(session: AsyncSession, snapshot: PortfolioSnapshot) -> None:
+    """Store one portfolio snapshot."""
+    await session.execute(pg_insert(SNAPSHOTS).values(to_values(snapshot)))
+
+
+async def latest_snapshot(session: AsyncSession) -> PortfolioSnapshot | None:
+    """The most recent snapshot, or None when none is stored."""
+    statement = select(SNAPSHOTS).order_by(SNAPSHOTS.c.time.desc(), SNAPSHOTS.c.id.desc())
+    row = (await session.execute(statement.limit(1))).mappings().one_or_none()
+    return None if row is None else to_model(PortfolioSnapshot, row)
+
+
+async def snapshots_between(
+    session: AsyncSession, start: datetime | None = None, end: datetime | None = None
+) -> list[PortfolioSnapshot]:
+    """Snapshots with `start <= time < end` (None leaves that side open), oldest first."""
+    require_aware("start", start)
+    require_aware("end", end)
+    statement = select(SNAPSHOTS)
+    if start is not None:
+        statement = statement.where(SNAPSHOTS.c.time >= start)
+    if end is not None:
+        statement = statement.where(SNAPSHOTS.c.time < end)
+    result = await session.execute(statement.order_by(SNAPSHOTS.c.time, SNAPSHOTS.c.id))
+    return [to_model(PortfolioSnapshot, row) for row in result.mappings()]
