@@ -3,16 +3,21 @@
 Levels: grid_count prices evenly spaced from lower_price to upper_price, both included
 (computed in Decimal).
 
-Rules, on consecutive candles (previous close p, this close c), at most one signal a candle:
-- BUY when c crossed down through one or more levels: some level L with c < L ≤ p;
-- SELL when c crossed up through one or more levels: some level L with p ≤ L < c.
-A close landing exactly on a level has not gone through it yet; it does when the next close
-is on the far side. Outside the grid nothing is crossed. warmup_period = 1.
+The close's zone is the number of levels below it; a close exactly on a level stays in the
+zone it came from (it has reached the level, not gone through it; a first close on a level
+counts as above the levels below it only). Rules, on consecutive candles, at most one signal
+a candle:
+- BUY when the zone falls: the close went down through one or more levels since the last
+  candle;
+- SELL when the zone rises: it went up through one or more levels.
+So 107 → 105 → 107 around a level at 105 fires nothing, and 107 → 105 → 104 buys on 104.
+Moves outside the grid cross nothing; a jump from above it to below crosses every level.
+warmup_period = 1.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from decimal import Decimal
 from typing import ClassVar
 
@@ -56,21 +61,19 @@ class GridStrategy(BaseStrategy):
         p = self.params
         assert isinstance(p, GridParams)
         self._levels = [float(level) for level in p.levels()]
-        self._prev: float | None = None
+        self._zone: int | None = None
 
     def _step(self, candle: Candle) -> Decision | None:
         close = float(candle.close)
-        prev = self._prev
-        self._prev = close
-        if prev is None or close == prev:
-            return None
         levels = self._levels
-        if close < prev:
-            crossed = bisect_right(levels, prev) - bisect_right(levels, close)
-            if crossed:
-                return Side.BUY, f"close crossed down through {crossed} grid level(s)"
-        else:
-            crossed = bisect_left(levels, close) - bisect_left(levels, prev)
-            if crossed:
-                return Side.SELL, f"close crossed up through {crossed} grid level(s)"
-        return None
+        zone = bisect_left(levels, close)  # levels strictly below the close
+        prev = self._zone
+        # On a level: still on the side it came from until a close passes it.
+        if zone < len(levels) and levels[zone] == close and prev is not None and prev > zone:
+            zone += 1
+        self._zone = zone
+        if prev is None or zone == prev:
+            return None
+        if zone < prev:
+            return Side.BUY, f"close crossed down through {prev - zone} grid level(s)"
+        return Side.SELL, f"close crossed up through {zone - prev} grid level(s)"
