@@ -171,7 +171,8 @@ async def test_the_bot_token_appears_in_no_log_line_including_aiohttps(
         async with _notifier(standin.api_url, VirtualTime()) as notifier:
             notifier.send("a")
             notifier.send("b")
-            await standin.wait_for_requests(4)
+            notifier.send_error(f"GET {standin.api_url}/bot{TOKEN}/getMe failed", "svc")
+            await standin.wait_for_requests(5)
         offline = _notifier(f"http://127.0.0.1:{_closed_port()}", VirtualTime())
         await offline.start()
         offline.send("c")
@@ -181,6 +182,8 @@ async def test_the_bot_token_appears_in_no_log_line_including_aiohttps(
     lines = [record.getMessage() for record in caplog.records] + [caplog.text]
     assert not [line for line in lines if TOKEN in line]
     assert TOKEN not in repr(notifier)
+    assert all(TOKEN not in r.text for r in standin.requests)
+    assert any("/bot***/getMe" in r.text for r in standin.requests)
 
 
 # --- queue, priority, coalescing -----------------------------------------------------------

@@ -422,7 +422,8 @@ class TelegramNotifier:
                 waiter.cancel()
 
     async def _deliver(self, item: _Outgoing) -> None:
-        chunks = split_message(item.render(), html_mode=item.parse_mode == "HTML")
+        # Our own token never leaves in a message text either (e.g. inside an error's URL).
+        chunks = split_message(self._mask(item.render()), html_mode=item.parse_mode == "HTML")
         for number, chunk in enumerate(chunks, start=1):
             reason = await self._send_chunk(chunk, item.parse_mode)
             if reason is not None:
@@ -493,7 +494,7 @@ class TelegramNotifier:
 
     def _mask(self, value: object) -> str:
         text = str(value)
-        return text.replace(self._token, "<redacted>") if self._token else text
+        return text.replace(self._token, "***") if self._token else text
 
     def _dropped(
         self,
