@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -109,9 +110,10 @@ def read_parameters(
         key, sep, value = override.partition("=")
         key = key.strip()
         if not sep or not key:
+            example = key if key in _accepted(found) else _accepted(found)[-1]
             raise StrategyConfigError(
                 f"strategy {found.name!r}: --param {override!r} is not key=value "
-                f"(e.g. --param {_accepted(found)[0]}=...); {_accepted_text(found)}"
+                f"(e.g. --param {example}=...); {_accepted_text(found)}"
             )
         values[key] = value.strip()
         sources[key] = f"in --param {override}"
@@ -260,7 +262,10 @@ def _explain(
             got = f", got {values[key]!r}" if key in values else ""
             problems.append(f"parameter {key!r}{source}: {_describe(error)}{got}")
         else:
-            problems.append(f"invalid parameters: {_describe(error)}")
+            message = _describe(error)
+            named = [key for key in sources if re.search(rf"\b{re.escape(key)}\b", message)]
+            where = ", ".join(f"{key} {sources[key]}" for key in named)
+            problems.append(f"invalid parameters: {message}" + (f" ({where})" if where else ""))
     return f"strategy {found.name!r}: {'; '.join(problems)}; {_accepted_text(found)}"
 
 
