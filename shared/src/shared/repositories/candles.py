@@ -263,7 +263,7 @@ async def find_gaps(session: AsyncSession, symbol: str, interval: str) -> list[C
         .order_by(steps.c.open_time)
     )
     gaps = []
-    for resumed_at, missing in (await session.execute(statement)).tuples():
+    for resumed_at, missing in await session.execute(statement):
         gaps.append(
             CandleGap(
                 start=resumed_at - missing * step, end=resumed_at - step, missing_candles=missing

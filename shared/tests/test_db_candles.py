@@ -1,0 +1,327 @@
+"""Candle repository on a real PostgreSQL: idempotent bulk upsert, ranges, gaps, summaries."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from shared.db import (
+    CandleGap,
+    candle_series_summary,
+    candles_between,
+    create_engine,
+    create_sessionmaker,
+    find_gaps,
+    latest_candle,
+    recent_candles,
+    upsert_candles,
+)
+from shared.models import Candle
+from shared.repositories.candles import COPY_THRESHOLD
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import sa_models
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sessions(migrated_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(migrated_database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def make_candles(
+    count: int, *, symbol: str = "BTCUSDT", interval: str = "1m", start: datetime = START
+) -> list[Candle]:
+    step = timedelta(minutes=1) if interval == "1m" else timedelta(hours=1)
+    candles = []
+    for index in range(count):
+        price = Decimal(20000) + Decimal(index) / 100
+        candles.append(
+            Candle(
+                symbol=symbol,
+                interval=interval,
+                open_time=start + index * step,
+                open=price,
+                high=price + 5,
+                low=price - 5,
+                close=price + 1,
+                volume=Decimal("1.5"),
+                quote_volume=Decimal("30000.25"),
+                trades=index,
+            )
+        )
+    return candles
+
+
+def read_shared_csv(path: Path, symbol: str, interval: str) -> list[Candle]:
+    """The ../shared/data format, read plainly (the importer has its own tests)."""
+    with gzip.open(path, "rt", newline="") as handle:
+        rows = csv.DictReader(handle)
+        return [
+            Candle(
+                symbol=symbol,
+                interval=interval,
+                open_time=datetime.fromtimestamp(int(row["open_time"]) / 1000, UTC),
+                open=Decimal(row["open"]),
+                high=Decimal(row["high"]),
+                low=Decimal(row["low"]),
+                close=Decimal(row["close"]),
+                volume=Decimal(row["volume"]),
+                quote_volume=Decimal(row["quote_volume"]) if row["quote_volume"] else None,
+                trades=int(row["trades"]) if row["trades"] else None,
+            )
+            for row in rows
+        ]
+
+
+async def count_candles(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return (
+            await session.execute(select(func.count()).select_from(sa_models.CandleRow))
+        ).scalar_one()
+
+
+async def test_a_few_candles_are_stored_once_however_often_upserted(sessions) -> None:
+    candles = make_candles(10)
+
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles) == 10
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles) == 0
+        assert await upsert_candles(session, []) == 0
+
+    assert await count_candles(sessions) == 10
+
+
+async def test_a_stored_candle_is_not_overwritten_by_a_later_upsert(sessions) -> None:
+    original = make_candles(1)[0]
+    changed = original.model_copy(update={"close": Decimal("1")})
+    async with sessions.begin() as session:
+        await upsert_candles(session, [original])
+        assert await upsert_candles(session, [changed]) == 0
+
+    async with sessions() as session:
+        assert await latest_candle(session, "BTCUSDT", "1m") == original
+
+
+async def test_real_file_imported_twice_keeps_every_candle_once_and_shows_its_gap(
+    sessions, shared_data: Path
+) -> None:
+    candles = read_shared_csv(shared_data / "BTCUSDT-1m.csv.gz", "BTCUSDT", "1m")
+    assert len(candles) > COPY_THRESHOLD  # so this is the bulk COPY path
+
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles) == 71_041
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles) == 0
+
+    assert await count_candles(sessions) == 71_041
+    async with sessions() as session:
+        gaps = await find_gaps(session, "BTCUSDT", "1m")
+        summary = await candle_series_summary(session)
+        around_the_gap = await candles_between(
+            session,
+            "BTCUSDT",
+            "1m",
+            gaps[0].start - timedelta(hours=2),
+            gaps[0].end + timedelta(hours=2),
+        )
+    assert gaps == [
+        CandleGap(
+            start=datetime(2023, 3, 24, 12, 40, tzinfo=UTC),
+            end=datetime(2023, 3, 24, 13, 59, tzinfo=UTC),
+            missing_candles=80,
+        )
+    ]
+    assert [(s.symbol, s.interval, s.rows, s.gaps, s.missing_candles) for s in summary] == [
+        ("BTCUSDT", "1m", 71_041, 1, 80)
+    ]
+    assert summary[0].first == candles[0].open_time
+    assert summary[0].last == candles[-1].open_time
+    expected = [c for c in candles if gaps[0].start - timedelta(hours=2) <= c.open_time]
+    assert around_the_gap == [c for c in expected if c.open_time < gaps[0].end + timedelta(hours=2)]
+    assert len(around_the_gap) == 120 + 119  # 10:40-12:39, then 14:00-15:58 (end exclusive)
+
+
+async def test_bulk_upsert_overlapping_stored_candles_adds_only_the_new_ones(sessions) -> None:
+    candles = make_candles(3 * COPY_THRESHOLD)
+    first_part = candles[: 2 * COPY_THRESHOLD]
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, first_part) == len(first_part)
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles) == COPY_THRESHOLD
+
+    async with sessions() as session:
+        assert await candles_between(session, "BTCUSDT", "1m") == candles
+
+
+async def test_bulk_upsert_with_repeated_candles_stores_each_once(sessions) -> None:
+    candles = make_candles(COPY_THRESHOLD + 1)
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles + candles[:10]) == len(candles)
+
+    assert await count_candles(sessions) == len(candles)
+
+
+async def test_rolling_back_the_callers_transaction_stores_nothing(sessions) -> None:
+    async with sessions() as session:
+        assert await upsert_candles(session, make_candles(COPY_THRESHOLD + 5)) == COPY_THRESHOLD + 5
+        assert await upsert_candles(session, make_candles(3, interval="1h")) == 3
+        await session.rollback()
+
+    assert await count_candles(sessions) == 0
+
+
+async def test_several_bulk_upserts_in_one_transaction(sessions) -> None:
+    btc = make_candles(COPY_THRESHOLD + 1)
+    eth = make_candles(COPY_THRESHOLD + 1, symbol="ETHUSDT")
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, btc) == len(btc)
+        assert await upsert_candles(session, btc + eth) == len(eth)  # merge path, after COPY
+        assert await upsert_candles(session, eth) == 0
+
+    assert await count_candles(sessions) == len(btc) + len(eth)
+
+
+async def _wait_until_blocked_on_a_lock(sessions: async_sessionmaker[AsyncSession]) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with sessions() as session:
+        for _ in range(2000):
+            if (await session.execute(query)).scalar_one() > 0:
+                return
+            await session.rollback()
+            await asyncio.sleep(0.005)  # polling a condition, not standing in for it
+    raise AssertionError("the second import never waited on the first one's row")
+
+
+async def test_bulk_upsert_racing_another_writer_falls_back_to_merging(sessions) -> None:
+    candles = make_candles(COPY_THRESHOLD + 100)
+    async with sessions() as writer:
+        # Another writer stores one of the candles but has not committed yet: the bulk
+        # upsert cannot see it, takes the COPY path, and waits on that row.
+        assert await upsert_candles(writer, [candles[500]]) == 1
+        async with sessions.begin() as importer:
+            racing = asyncio.create_task(upsert_candles(importer, candles))
+            await _wait_until_blocked_on_a_lock(sessions)
+            await writer.commit()
+            assert await racing == len(candles) - 1
+
+    assert await count_candles(sessions) == len(candles)
+
+
+async def test_candles_between_is_half_open_and_oldest_first(sessions) -> None:
+    candles = make_candles(10)
+    async with sessions.begin() as session:
+        await upsert_candles(session, list(reversed(candles)))
+        await upsert_candles(session, make_candles(5, symbol="ETHUSDT"))
+
+    async with sessions() as session:
+        middle = await candles_between(
+            session, "BTCUSDT", "1m", candles[2].open_time, candles[5].open_time
+        )
+        from_start = await candles_between(session, "BTCUSDT", "1m", start=candles[8].open_time)
+        until_end = await candles_between(session, "BTCUSDT", "1m", end=candles[1].open_time)
+        other = await candles_between(session, "BTCUSDT", "1h")
+
+    assert middle == candles[2:5]
+    assert from_start == candles[8:]
+    assert until_end == candles[:1]
+    assert other == []
+
+
+async def test_naive_datetimes_are_rejected_with_a_clear_error(sessions) -> None:
+    async with sessions() as session:
+        with pytest.raises(ValueError, match="start must be a timezone-aware datetime"):
+            await candles_between(session, "BTCUSDT", "1m", datetime(2024, 1, 1))
+
+
+async def test_latest_and_recent_candles(sessions) -> None:
+    candles = make_candles(20)
+    async with sessions.begin() as session:
+        assert await latest_candle(session, "BTCUSDT", "1m") is None
+        await upsert_candles(session, candles)
+
+    async with sessions() as session:
+        assert await latest_candle(session, "BTCUSDT", "1m") == candles[-1]
+        assert await recent_candles(session, "BTCUSDT", "1m", 3) == candles[-3:]
+        assert (
+            await recent_candles(session, "BTCUSDT", "1m", 4, before=candles[10].open_time)
+            == candles[6:10]
+        )
+
+
+async def test_prices_come_back_exact_and_times_utc_aware(sessions) -> None:
+    tiny = Decimal("0.00000001")
+    huge = Decimal("123456789012345678901234567890.123456789012345678")
+    candle = Candle(
+        symbol="BTCUSDT",
+        interval="1m",
+        open_time=datetime(2024, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=9))),
+        open=tiny,
+        high=huge,
+        low=tiny,
+        close=huge,
+        volume=tiny,
+        quote_volume=huge,
+        trades=2**40,
+        closed=False,
+    )
+    async with sessions.begin() as session:
+        await upsert_candles(session, [candle])
+
+    async with sessions() as session:
+        stored = await latest_candle(session, "BTCUSDT", "1m")
+    assert stored == candle
+    assert stored is not None
+    assert (stored.open, stored.high, stored.trades, stored.closed) == (tiny, huge, 2**40, False)
+    assert str(stored.high) == str(huge)
+    assert stored.open_time.utcoffset() == timedelta(0)
+    assert stored.open_time == datetime(2024, 5, 1, 0, 30, tzinfo=UTC)
+
+
+async def test_gaps_and_summary_per_series(sessions) -> None:
+    btc = make_candles(10)
+    del btc[3:6]  # 3 missing after the third candle
+    del btc[-2]  # 1 missing before the last
+    eth_hourly = make_candles(4, symbol="ETHUSDT", interval="1h")
+    async with sessions.begin() as session:
+        await upsert_candles(session, btc + eth_hourly)
+
+    async with sessions() as session:
+        gaps = await find_gaps(session, "BTCUSDT", "1m")
+        assert await find_gaps(session, "ETHUSDT", "1h") == []
+        assert await find_gaps(session, "SOLUSDT", "1m") == []
+        summary = await candle_series_summary(session)
+
+    assert gaps == [
+        CandleGap(
+            start=START + timedelta(minutes=3), end=START + timedelta(minutes=5), missing_candles=3
+        ),
+        CandleGap(
+            start=START + timedelta(minutes=8), end=START + timedelta(minutes=8), missing_candles=1
+        ),
+    ]
+    assert [
+        (s.symbol, s.interval, s.first, s.last, s.rows, s.gaps, s.missing_candles) for s in summary
+    ] == [
+        ("BTCUSDT", "1m", START, START + timedelta(minutes=9), 6, 2, 4),
+        ("ETHUSDT", "1h", START, START + timedelta(hours=3), 4, 0, 0),
+    ]
+
+
+async def test_summary_of_an_empty_database_is_empty(sessions) -> None:
+    async with sessions() as session:
+        assert await candle_series_summary(session) == []
