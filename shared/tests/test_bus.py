@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import time
@@ -65,11 +66,19 @@ async def pending_count(bus: EventBus, stream: str, group: str) -> int:
 def test_envelope_round_trip_keeps_type_and_decimals() -> None:
     event = candle(7)
     fields = encode(event)
-    assert fields["type"] == "Candle" and fields["v"] == str(SCHEMA_VERSION)
+    document = json.loads(fields["envelope"])
+    assert document["type"] == "Candle" and document["v"] == SCHEMA_VERSION
+    assert document["payload"]["close"] == "42000.07"  # Decimal kept exactly, as a string
     envelope = decode({k.encode(): v.encode() for k, v in fields.items()})
     assert envelope.event == event and isinstance(envelope.event, Candle)
-    assert envelope.id == fields["id"] and envelope.time.tzinfo is not None
-    assert encode(event)["id"] != fields["id"]
+    assert envelope.type == "Candle" and envelope.version == SCHEMA_VERSION
+    assert envelope.id == document["id"] and envelope.time.tzinfo is not None
+    assert json.loads(encode(event)["envelope"])["id"] != document["id"]
+
+
+def test_only_bus_models_can_be_published() -> None:
+    with pytest.raises(TypeError, match="the bus carries only Candle, Order"):
+        encode(Side)  # type: ignore[arg-type]
 
 
 async def test_publish_and_consume_typed_events(redis: Redis, redis_namespace: str) -> None:
@@ -189,15 +198,20 @@ async def test_malformed_entries_are_dead_lettered_without_crashing(
     redis: Redis, redis_namespace: str
 ) -> None:
     bus = EventBus(redis, namespace=redis_namespace)
-    good = encode(candle(1))
-    bad_volume = encode(candle(2))
-    bad_volume["payload"] = bad_volume["payload"].replace('"12.345678"', '"-1"')
-    entries = [
-        ({**good, "payload": "{not json"}, "Candle payload is invalid"),
-        ({**good, "type": "Banana"}, "unknown event type 'Banana'"),
-        (bad_volume, "volume"),
-        ({"hello": "world"}, "lacks envelope field(s) type, v, id, time, payload"),
-        ({**good, "v": "99"}, "version 99 is not supported"),
+    good = json.loads(encode(candle(1))["envelope"])
+
+    def envelope(**changes: Any) -> dict[str, str]:
+        return {"envelope": json.dumps({**good, **changes})}
+
+    entries: list[tuple[dict[str, str], str]] = [
+        ({"envelope": "{not json"}, "envelope is not valid JSON"),
+        ({"envelope": "[1, 2]"}, "envelope is not a JSON object"),
+        (envelope(type="Banana"), "unknown event type 'Banana'"),
+        (envelope(payload={**good["payload"], "volume": "-1"}), "Candle payload is invalid"),
+        (envelope(payload={**good["payload"], "symbol": "btc"}), "symbol"),
+        ({"hello": "world"}, "entry has no 'envelope' field (it has hello)"),
+        (envelope(v=99), "envelope version 99 is not supported"),
+        (envelope(time="yesterday"), "envelope field time is invalid"),
         (
             encode(
                 Signal(
