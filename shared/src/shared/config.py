@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator(*SECRET_FIELDS, mode="before")
+    @classmethod
+    def _secret_is_one_word(cls, value: Any) -> Any:
+        # Keys and tokens never contain blanks: one inside is a paste error (two values, a
+        # line break) that would otherwise surface later as a baffling authentication failure.
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        if any(character.isspace() for character in raw.strip()):
+            raise ValueError("must be one word: it contains a space or line break")
+        return raw.strip()
+
     @field_validator("trading_data_dir", mode="before")
     @classmethod
     def _blank_is_default_dir(cls, value: Any) -> Any:
@@ -138,6 +150,8 @@ def _describe(field: str, error: ErrorDetails) -> str:
         return f"expected one of {ctx.get('expected', '')}"
     if kind in {"bool_parsing", "bool_type"}:
         return "expected true or false"
+    if kind == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])
     info = Settings.model_fields.get(field)
     if info is not None and info.annotation in (int, float, Decimal):
         noun = "a whole number" if info.annotation is int else "a number"
