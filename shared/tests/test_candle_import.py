@@ -130,3 +130,27 @@ async def test_gaps_are_found_in_the_stored_series(
     first_missing_ms = int(lines[41].split(",")[0])
     assert gaps[0].start.timestamp() * 1000 == first_missing_ms
     assert gaps[0].end.timestamp() * 1000 == first_missing_ms + 2 * 15 * 60_000
+
+
+async def test_overlapping_files_store_only_the_new_candles(
+    sessions: async_sessionmaker[AsyncSession], shared_data: Path, tmp_path: Path
+) -> None:
+    lines = real_lines(shared_data, "BTCUSDT-15m.csv.gz", 500)
+    await import_candle_file(sessions, write(tmp_path / "a.csv", lines[:301]), "BTCUSDT", "15m")
+    alone = await stored(sessions, "BTCUSDT")
+
+    # Rows 201..500 in small batches: some batches overlap what is stored, some do not.
+    report = await import_candle_file(
+        sessions,
+        write(tmp_path / "b.csv", [lines[0], *lines[201:]]),
+        "BTCUSDT",
+        "15m",
+        block_bytes=8 << 10,
+    )
+
+    assert (report.rows_read, report.new, report.already_present) == (300, 200, 100)
+    after = await stored(sessions, "BTCUSDT")
+    assert after[:300] == alone
+    assert [int(c.open_time.timestamp() * 1000) for c in after] == [
+        int(line.split(",")[0]) for line in lines[1:]
+    ]

@@ -11,7 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shared.candle_io.errors import CandleFileError
-from shared.candle_io.readers import BINANCE_KLINE_COLUMNS, CANDLE_COLUMNS, CandleReader
+from shared.candle_io.readers import (
+    BINANCE_KLINE_COLUMNS,
+    CANDLE_COLUMNS,
+    DEFAULT_BLOCK_BYTES,
+    CandleReader,
+)
 from shared.candle_io.sources import CandleSource, detect_source
 from shared.candle_io.validation import CandleBatch, CandleValidator
 
@@ -28,9 +33,11 @@ __all__ = [
 ]
 
 
-def read_candle_file(path: Path, interval: str) -> Iterator[CandleBatch]:
+def read_candle_file(
+    path: Path, interval: str, *, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> Iterator[CandleBatch]:
     """Every row of a candle file, validated, in batches; no database involved."""
-    reader = CandleReader(detect_source(path))
+    reader = CandleReader(detect_source(path), block_bytes=block_bytes)
     validator = CandleValidator(path, interval)
     for raw in reader.batches():
         yield validator.validate(raw)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.candle_io.bulk import PreparedBatch, prepare_batch, store_batch
 from shared.candle_io.errors import CandleFileError
 from shared.candle_io.readers import DEFAULT_BLOCK_BYTES, CandleReader
 from shared.candle_io.sources import detect_source
 from shared.candle_io.validation import CandleValidator
-from shared.db import find_gaps, upsert_candles
+from shared.db import find_gaps
 from shared.models import INTERVALS, CandleGap
 
 ProgressCallback = Callable[[int, int], None]
@@ -52,6 +54,19 @@ def infer_series(path: Path) -> tuple[str | None, str | None]:
     return match["symbol"], interval if interval in INTERVALS else None
 
 
+def _prepared_batches(
+    reader: CandleReader, validator: CandleValidator, symbol: str, interval: str
+) -> Generator[tuple[int, PreparedBatch]]:
+    for raw in reader.batches():
+        yield raw.position, prepare_batch(validator.validate(raw), symbol, interval)
+
+
+def _next_or_none(
+    batches: Generator[tuple[int, PreparedBatch]],
+) -> tuple[int, PreparedBatch] | None:
+    return next(batches, None)
+
+
 async def import_candle_file(
     sessions: async_sessionmaker[AsyncSession],
     path: Path,
@@ -71,15 +86,26 @@ async def import_candle_file(
     source = detect_source(path)
     reader = CandleReader(source, block_bytes=block_bytes)
     validator = CandleValidator(path, interval)
+    batches = _prepared_batches(reader, validator, symbol, interval)
     rows_read = new = 0
     async with sessions() as session:
-        async with session.begin():
-            for raw in reader.batches():
-                batch = validator.validate(raw)
-                rows_read += len(batch)
-                new += await upsert_candles(session, batch.to_candles(symbol, interval))
-                if progress is not None:
-                    progress(raw.position, reader.total)
+        # The next batch is parsed and checked in a worker thread while PostgreSQL stores
+        # the current one, so the two costs overlap instead of adding up.
+        pending = asyncio.ensure_future(asyncio.to_thread(_next_or_none, batches))
+        try:
+            async with session.begin():
+                while (item := await pending) is not None:
+                    position, batch = item
+                    pending = asyncio.ensure_future(asyncio.to_thread(_next_or_none, batches))
+                    new += await store_batch(session, batch)
+                    rows_read += batch.rows
+                    if progress is not None:
+                        progress(position, reader.total)
+        finally:
+            # A database error leaves a parse running: let it finish before the file closes.
+            if not pending.done():
+                await asyncio.gather(pending, return_exceptions=True)
+            batches.close()
         if rows_read == 0:
             raise CandleFileError(path, "holds no candles")
         gaps = await find_gaps(session, symbol, interval)
