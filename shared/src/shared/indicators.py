@@ -414,15 +414,17 @@ class VolumeProfile:
             target = total
         acc = hist[poc]
         low = high = poc
+        below = hist[low - 1]
+        above = hist[high + 1]
         while acc < target:
-            below = hist[low - 1]
-            above = hist[high + 1]
             if above > below:
-                high += 1
                 acc += above
+                high += 1
+                above = hist[high + 1]
             else:
-                low -= 1
                 acc += below
+                low -= 1
+                below = hist[low - 1]
         n = self.num_bins
         lo = self.lo
         width = (self.hi - lo) / n

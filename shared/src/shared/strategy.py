@@ -27,7 +27,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -67,16 +67,20 @@ def params_fingerprint(params: StrategyParams | Mapping[str, Any]) -> str:
     return json.dumps(_canonical(data), sort_keys=True, separators=(",", ":"))
 
 
-def _signal_id(
-    strategy: str,
-    fingerprint: str,
-    symbol: str,
-    interval: str,
-    candle_time: datetime,
-    side: str,
-) -> str:
-    key = "|".join((strategy, fingerprint, symbol, interval, candle_time.isoformat(), side))
-    return hashlib.sha256(key.encode()).hexdigest()[:SIGNAL_ID_LENGTH]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def _id_prefix(strategy: str, fingerprint: str) -> Any:
+    """A sha256 already fed with the strategy and its parameters (copied for each id)."""
+    return hashlib.sha256(f"{strategy}|{fingerprint}|".encode())
+
+
+def _signal_id(prefix: Any, symbol: str, interval: str, candle_time: datetime, side: str) -> str:
+    digest = prefix.copy()
+    millis = (candle_time - _EPOCH) // _MILLISECOND
+    digest.update(f"{symbol}|{interval}|{millis}|{side}".encode())
+    return str(digest.hexdigest()[:SIGNAL_ID_LENGTH])
 
 
 def make_signal_id(
@@ -93,9 +97,8 @@ def make_signal_id(
     the same id, so a replayed candle yields the same id and the order executor can derive an
     idempotent Binance client order id from it (≤ 36 characters of [.A-Z:/a-z0-9_-]).
     """
-    return _signal_id(
-        strategy, params_fingerprint(params), symbol, interval, candle_time, str(side)
-    )
+    prefix = _id_prefix(strategy, params_fingerprint(params))
+    return _signal_id(prefix, symbol, interval, candle_time, str(side))
 
 
 Decision = tuple[Side, str]
@@ -128,7 +131,7 @@ class BaseStrategy(ABC):
         else:
             validated = self.params_model.model_validate(dict(params))
         self._params = validated
-        self._fingerprint = params_fingerprint(validated)
+        self._id_prefix = _id_prefix(self.name, params_fingerprint(validated))
         self.reset()
 
     @property
@@ -198,9 +201,7 @@ class BaseStrategy(ABC):
         side, reason = decision
         time = candle.open_time
         return Signal(
-            id=_signal_id(
-                self.name, self._fingerprint, candle.symbol, candle.interval, time, side.value
-            ),
+            id=_signal_id(self._id_prefix, candle.symbol, candle.interval, time, side.value),
             strategy=self.name,
             symbol=candle.symbol,
             interval=candle.interval,
