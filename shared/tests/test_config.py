@@ -249,3 +249,13 @@ def test_env_example_shows_the_true_defaults_of_the_optional_settings(
         if commented:
             field = name.lower()
             assert getattr(settings, field) == Settings.model_fields[field].default, name
+
+
+def test_a_database_url_that_is_not_postgresql_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = settings_error(monkeypatch, DATABASE_URL="mysql://root:hunter2@db:3306/trading")
+
+    assert message.startswith("Invalid setting DATABASE_URL='mysql://root:***@db:3306/trading': ")
+    assert "expected a PostgreSQL URL" in message
+    assert "hunter2" not in message

@@ -7,6 +7,7 @@ names the variable and what it accepts, so the program stops before it does anyt
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,16 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(_POSTGRES_SCHEMES):
+            raise ValueError(
+                "expected a PostgreSQL URL such as postgresql://user:password@host:5432/trading"
+                " (or leave it empty for the embedded server)"
+            )
+        return value
+
     @field_validator(*SECRET_FIELDS, mode="before")
     @classmethod
     def _secret_is_one_word(cls, value: Any) -> Any:
@@ -126,6 +137,18 @@ class Settings(BaseSettings):
 
 
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
+_URL_FIELDS = frozenset({"database_url", "redis_url"})
+_URL_PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
+
+
+def _shown(field: str, value: Any) -> str:
+    """How a bad value is echoed: secrets not at all, URLs without their password."""
+    if field in SECRET_FIELDS:
+        return ""
+    if field in _URL_FIELDS and isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1***@", value)
+    return f"={value!r}"
 
 
 def _bounds(metadata: list[Any]) -> str:
@@ -162,7 +185,7 @@ def _describe(field: str, error: ErrorDetails) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings; on a bad value raise `SettingsError` naming the variable.
 
-    The value itself is echoed back to help the user, except for secrets.
+    The value itself is echoed back to help the user, except secrets and URL passwords.
     """
     try:
         return Settings(**overrides)
@@ -170,6 +193,6 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            shown = "" if field in SECRET_FIELDS else f"={error.get('input')!r}"
+            shown = _shown(field, error.get("input"))
             lines.append(f"{field.upper()}{shown}: {_describe(field, error)}")
         raise SettingsError("Invalid setting " + "; ".join(lines)) from None
