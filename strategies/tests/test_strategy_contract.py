@@ -206,10 +206,14 @@ def test_signal_carries_the_candle_params_and_a_deterministic_id() -> None:
 
 
 def test_a_candle_of_another_series_is_refused() -> None:
-    strategy = RsiStrategy()
-    strategy.on_candle(make_candle(0, 100))
+    strategy = GridStrategy({"lower_price": "100", "upper_price": "110", "grid_count": 3})
+    strategy.on_candle(make_candle(2, 107))
     with pytest.raises(ValueError, match="follows BTCUSDT 1h, got a ETHUSDT 1h candle"):
-        strategy.on_candle(make_candle(1, 100, symbol="ETHUSDT"))
+        strategy.on_candle(make_candle(0, 107, symbol="ETHUSDT"))  # not later: checked
+    with pytest.raises(ValueError, match="follows BTCUSDT 1h, got a BTCUSDT 1m candle"):
+        strategy.on_candle(make_candle(2, 107, interval="1m"))
+    with pytest.raises(ValueError, match="follows BTCUSDT 1h, got a ETHUSDT 1h candle"):
+        strategy.on_candle(make_candle(3, 104, symbol="ETHUSDT"))  # a rule fires: checked
 
 
 def test_configure_validates_and_resets() -> None:

@@ -13,12 +13,15 @@ Rules every strategy shares (implemented here, once):
   A signal also needs its indicators to be defined, which each strategy checks itself.
 - **Closed candles only.** A candle with `closed=False` (still forming) is ignored.
 - **Redelivery.** A candle whose open time is at or before the last one taken is ignored
-  (returns None, state unchanged): the bus delivers at least once.
+  (returns None, state unchanged): the bus delivers at least once, and a late candle
+  cannot be fitted back into the indicators.
 - **Gaps.** After a gap in candle times (an exchange outage) the indicators run on over the
   gap, as TA-Lib does over an array, but the first candle after the gap never fires: its
   "previous candle" is not the one just before it, so no crossing can be judged.
-- **One series.** An instance follows one symbol and interval (fixed by its first candle);
-  a candle of another series raises `ValueError`.
+- **One series.** An instance follows one symbol and interval, fixed by its first candle;
+  the caller keeps one instance per strategy, symbol and interval. A candle of another
+  series raises `ValueError` when it is not later than the last one taken or when a rule
+  fires on it (the check is kept off the per-candle hot path).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,7 +153,7 @@ class BaseStrategy(ABC):
         self._symbol: str | None = None
         self._interval: str | None = None
         self._delta = timedelta(0)
-        self._next_time: datetime | None = None
+        self._last_time: datetime | None = None
         self._quantity = self._params.quantity
         self._reset_state()
         self._warmup = self.warmup_period  # read once: on_candle is the hot path
@@ -159,43 +162,46 @@ class BaseStrategy(ABC):
 
     def on_candle(self, candle: Candle) -> Signal | None:
         """Take one closed candle; return a Signal when a rule fires on it, else None."""
+        # The hot path, kept to a few attribute reads (each pydantic attribute read costs
+        # about a fifth of a bare EMA step): the series and gaps are checked on the first
+        # candle, on irregular ones, and when a rule fires.
         time = candle.open_time
-        if (
-            time != self._next_time
-            or candle.symbol != self._symbol
-            or candle.interval != self._interval
-            or not candle.closed
-        ):
+        last = self._last_time
+        if last is None or time <= last or not candle.closed:
             return self._on_irregular_candle(candle)
-        # The hot path: the candle right after the last one, as nearly every candle is.
-        self._next_time = time + self._delta
+        self._last_time = time
         self._seen += 1
         decision = self._step(candle)
         if decision is None or self._seen <= self._warmup:
             return None
+        if time - last != self._delta:
+            return None  # the first candle after a gap: no crossing can be judged
+        if candle.symbol != self._symbol or candle.interval != self._interval:
+            self._refuse(candle)
         return self._signal(candle, decision)
 
     def _on_irregular_candle(self, candle: Candle) -> Signal | None:
-        """The first candle, a candle after a gap, a redelivered or unfinished candle."""
+        """The first candle, a redelivered, out-of-order or unfinished candle."""
         if not candle.closed:
             return None
-        time = candle.open_time
-        next_time = self._next_time
-        if next_time is None:
+        if self._last_time is None:
             self._symbol = candle.symbol
             self._interval = candle.interval
             self._delta = interval_delta(candle.interval)
         elif candle.symbol != self._symbol or candle.interval != self._interval:
-            raise ValueError(
-                f"strategy {self.name!r} follows {self._symbol} {self._interval}, "
-                f"got a {candle.symbol} {candle.interval} candle: use one instance per series"
-            )
-        elif time < next_time:
+            self._refuse(candle)
+        else:
             return None  # at or before the last candle taken: a redelivery
-        self._next_time = time + self._delta
+        self._last_time = candle.open_time
         self._seen += 1
-        self._step(candle)  # indicators run on; no rule fires across a gap
+        self._step(candle)  # the first candle: indicators start, no rule can fire yet
         return None
+
+    def _refuse(self, candle: Candle) -> NoReturn:
+        raise ValueError(
+            f"strategy {self.name!r} follows {self._symbol} {self._interval}, "
+            f"got a {candle.symbol} {candle.interval} candle: use one instance per series"
+        )
 
     def _signal(self, candle: Candle, decision: Decision) -> Signal:
         side, reason = decision
