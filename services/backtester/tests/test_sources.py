@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from backtester.data import NoCandlesError, file_sha256, load_db_candles, load_file_candles
+from backtester.data import (
+    NoCandlesError,
+    batch_candles,
+    file_sha256,
+    load_db_candles,
+    load_file_candles,
+)
 from backtester.engine import BacktestConfig, BacktestEngine, BacktestResult
 from backtester.export import result_dict
 from shared.db import create_engine, create_sessionmaker, upsert_candles
@@ -73,3 +79,14 @@ async def test_file_and_database_give_the_same_result(
     assert comparable(by_file) == comparable(by_db)
     assert from_file.source["sha256"] == file_sha256(path)
     assert from_db.source["type"] == "database"
+
+
+def test_fast_candle_building_equals_the_validated_models(shared_data: Path) -> None:
+    from shared.candle_io import read_candle_file
+
+    batch = next(read_candle_file(shared_data / "BTCUSDT-15m.csv.gz", "15m"))
+    fast = batch_candles(batch, "BTCUSDT", "15m")
+    assert fast == batch.to_candles("BTCUSDT", "15m")
+    assert [c.model_dump() for c in fast[:50]] == [
+        c.model_dump() for c in batch.to_candles("BTCUSDT", "15m")[:50]
+    ]

@@ -111,49 +111,55 @@ class BacktestEngine:
         curve: list[EquityPoint] = []
         pending: list[tuple[Side, Decimal]] = []
         signals = stop_losses = 0
-        for index, candle in enumerate(candles):
-            time = candle.open_time
-            if pending:
-                for side, quantity in pending:
-                    if side is Side.BUY:
-                        sim.buy(time, quantity, candle.open)
-                    else:
-                        sim.sell(time, quantity, candle.open)
-                pending.clear()
-            close = candle.close
-            held = sim.position_quantity
-            equity = sim.cash + held * close if held else sim.cash
-            curve.append((time, equity))
-            if risk_on:
-                risk.observe_portfolio_value(candle.close_time, equity)
-                if (
-                    stop_loss_on
-                    and held
-                    and risk.stop_loss_triggered(
-                        position_quantity=held, avg_entry_price=sim.avg_entry_price, price=close
-                    )
-                ):
-                    pending.append((Side.SELL, held))
-                    stop_losses += 1
-            signal = strategy.on_candle(candle)
-            if signal is not None:
-                signals += 1
-                quantity = signal.quantity
-                if signal.side is Side.BUY and risk_on:
-                    decision = risk.check_order(
-                        Side.BUY,
-                        quantity,
-                        close,
-                        position_quantity=held,
-                        portfolio_value=equity,
-                    )
-                    quantity = decision.quantity
-                if quantity > 0:
-                    pending.append((signal.side, quantity))
-            if progress is not None and index % PROGRESS_EVERY == PROGRESS_EVERY - 1:
-                progress(index + 1)
-        if progress is not None:
-            progress(len(candles))
+        # Hot loop: the account is read into locals and refreshed only after a fill, and
+        # progress is reported between chunks rather than tested on every candle.
+        cash, held = sim.cash, sim.position_quantity
+        on_candle = strategy.on_candle
+        append = curve.append
+        total = len(candles)
+        for chunk_start in range(0, total, PROGRESS_EVERY):
+            for candle in candles[chunk_start : chunk_start + PROGRESS_EVERY]:
+                if pending:
+                    time, price = candle.open_time, candle.open
+                    for side, quantity in pending:
+                        if side is Side.BUY:
+                            sim.buy(time, quantity, price)
+                        else:
+                            sim.sell(time, quantity, price)
+                    pending.clear()
+                    cash, held = sim.cash, sim.position_quantity
+                close = candle.close
+                equity = cash + held * close if held else cash
+                append((candle.open_time, equity))
+                if risk_on:
+                    risk.observe_portfolio_value(candle.close_time, equity)
+                    if (
+                        stop_loss_on
+                        and held
+                        and risk.stop_loss_triggered(
+                            position_quantity=held,
+                            avg_entry_price=sim.avg_entry_price,
+                            price=close,
+                        )
+                    ):
+                        pending.append((Side.SELL, held))
+                        stop_losses += 1
+                signal = on_candle(candle)
+                if signal is not None:
+                    signals += 1
+                    quantity = signal.quantity
+                    if signal.side is Side.BUY and risk_on:
+                        quantity = risk.check_order(
+                            Side.BUY,
+                            quantity,
+                            close,
+                            position_quantity=held,
+                            portfolio_value=equity,
+                        ).quantity
+                    if quantity > 0:
+                        pending.append((signal.side, quantity))
+            if progress is not None:
+                progress(min(chunk_start + PROGRESS_EVERY, total))
 
         last = candles[-1]
         step = interval_delta(self.config.interval)

@@ -27,9 +27,9 @@ trades; averages over no trades are 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from backtester.simulator import TradeRecord
@@ -96,50 +96,56 @@ def safe_ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-def _day_key(time: datetime) -> int:
-    return time.year * 10000 + time.month * 100 + time.day
-
-
-def _month_key(time: datetime) -> int:
-    return time.year * 100 + time.month
-
-
-def period_end_equity(
-    curve: Sequence[EquityPoint], key: Callable[[datetime], int]
-) -> list[tuple[int, Decimal]]:
-    """The equity after the last candle of each period (`key` of the time), in order.
-
-    Integer keys rather than `strftime`: this runs once per candle and strftime dominated.
-    """
-    ends: dict[int, Decimal] = {}
+def day_end_equity(curve: Sequence[EquityPoint]) -> list[tuple[date, Decimal]]:
+    """The equity after the last candle of each UTC day, in order (one pass, no formatting)."""
+    ends: list[tuple[date, Decimal]] = []
+    last_day = -1
+    last_equity = ZERO
     for time, equity in curve:
-        ends[key(time)] = equity
-    return list(ends.items())
+        day = time.toordinal()
+        if day != last_day:
+            if last_day >= 0:
+                ends.append((date.fromordinal(last_day), last_equity))
+            last_day = day
+        last_equity = equity
+    if last_day >= 0:
+        ends.append((date.fromordinal(last_day), last_equity))
+    return ends
 
 
-def period_returns(
-    curve: Sequence[EquityPoint], initial_balance: Decimal, key: Callable[[datetime], int]
-) -> list[tuple[int, float]]:
+def chained_returns(
+    ends: Sequence[tuple[str, Decimal]], initial_balance: Decimal
+) -> list[tuple[str, float]]:
     """Each period's return from its end equity over the previous one (the first over initial)."""
     returns = []
     previous = initial_balance
-    for period, equity in period_end_equity(curve, key):
-        returns.append((period, float(equity / previous - 1)))
+    for key, equity in ends:
+        returns.append((key, float(equity / previous - 1)))
         previous = equity
     return returns
 
 
-def daily_returns(curve: Sequence[EquityPoint], initial_balance: Decimal) -> list[float]:
-    """Returns of each UTC day present in the curve."""
-    return [r for _, r in period_returns(curve, initial_balance, _day_key)]
+def daily_returns(
+    curve: Sequence[EquityPoint],
+    initial_balance: Decimal,
+    day_ends: Sequence[tuple[date, Decimal]] | None = None,
+) -> list[float]:
+    """Returns of each UTC day present in the curve (pass `day_ends` if already computed)."""
+    ends = day_end_equity(curve) if day_ends is None else day_ends
+    keyed = [(day.isoformat(), equity) for day, equity in ends]
+    return [r for _, r in chained_returns(keyed, initial_balance)]
 
 
-def monthly_returns(curve: Sequence[EquityPoint], initial_balance: Decimal) -> dict[str, float]:
+def monthly_returns(
+    curve: Sequence[EquityPoint],
+    initial_balance: Decimal,
+    day_ends: Sequence[tuple[date, Decimal]] | None = None,
+) -> dict[str, float]:
     """ "YYYY-MM" → the month's return from month-end equity."""
-    return {
-        f"{month // 100:04d}-{month % 100:02d}": value
-        for month, value in period_returns(curve, initial_balance, _month_key)
-    }
+    month_ends: dict[str, Decimal] = {}
+    for day, equity in day_end_equity(curve) if day_ends is None else day_ends:
+        month_ends[f"{day.year:04d}-{day.month:02d}"] = equity
+    return dict(chained_returns(list(month_ends.items()), initial_balance))
 
 
 def sharpe_ratio(returns: Sequence[float]) -> float:
@@ -249,7 +255,8 @@ def compute_metrics(
     """Every metric of a run from its closed trades, per-candle equity and time span."""
     final = curve[-1][1] if curve else initial_balance
     days = span / timedelta(days=1)
-    daily = daily_returns(curve, initial_balance)
+    day_ends = day_end_equity(curve)
+    daily = daily_returns(curve, initial_balance, day_ends)
     annualized = annualized_return(final, initial_balance, days)
     drawdown = max_drawdown(initial_balance, curve)
     stats = trade_statistics(trades)
@@ -260,7 +267,7 @@ def compute_metrics(
         calmar_ratio=safe_ratio(annualized, drawdown) if days >= 1 else 0.0,
         max_drawdown=drawdown,
         max_drawdown_duration=max_drawdown_duration(initial_balance, curve),
-        monthly_returns=monthly_returns(curve, initial_balance),
+        monthly_returns=monthly_returns(curve, initial_balance, day_ends),
         annualized_return=annualized,
         trades=list(trades),
         **stats,  # type: ignore[arg-type]
