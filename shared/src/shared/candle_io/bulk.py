@@ -18,6 +18,8 @@ from typing import cast
 
 import asyncpg
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from sqlalchemy import Column, MetaData, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -63,29 +65,40 @@ class PreparedBatch:
 
 
 def prepare_batch(batch: CandleBatch, symbol: str, interval: str) -> PreparedBatch:
-    """The batch as CSV text for COPY (an empty field is NULL). Pure: runs in any thread."""
-    times = np.datetime_as_string(
-        batch.open_time_ms.astype("datetime64[ms]"), unit="s", timezone="UTC"
-    ).tolist()
+    """The batch as CSV text for COPY (an empty field is NULL). Pure: runs in any thread.
+
+    Written by Arrow's CSV writer: the numbers are the file's text, unchanged.
+    """
     size = len(batch)
-    quote_volumes = batch.quote_volume or [None] * size
-    trades = batch.trades or [None] * size
-    prefix = f"{symbol},{interval},"
-    lines = [
-        f"{prefix}{t},{o},{h},{lo},{c},{v},{'' if q is None else q},{'' if n is None else n},t\n"
-        for t, o, h, lo, c, v, q, n in zip(
-            times,
-            batch.open,
-            batch.high,
-            batch.low,
-            batch.close,
-            batch.volume,
-            quote_volumes,
-            trades,
-            strict=True,
-        )
-    ]
-    return PreparedBatch(size, "".join(lines).encode("ascii"))
+    first = pa.array(np.zeros(size, dtype=np.int64))
+    table = pa.table(
+        {
+            "symbol": pa.array([symbol]).take(first),
+            "interval": pa.array([interval]).take(first),
+            # numpy writes ISO times with a "Z" several times faster than Arrow's writer
+            # formats a UTC timestamp column.
+            "open_time": pa.array(
+                np.datetime_as_string(
+                    batch.open_time_ms.astype("datetime64[ms]"), unit="s", timezone="UTC"
+                )
+            ),
+            "open": batch.open,
+            "high": batch.high,
+            "low": batch.low,
+            "close": batch.close,
+            "volume": batch.volume,
+            "quote_volume": batch.quote_volume
+            if batch.quote_volume is not None
+            else pa.nulls(size, pa.string()),
+            "trades": batch.trades if batch.trades is not None else pa.nulls(size, pa.int64()),
+            "closed": pa.array(np.ones(size, dtype=bool)),
+        }
+    )
+    sink = io.BytesIO()
+    # Nothing here ever needs quoting: the values passed validation as numbers.
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    pa_csv.write_csv(table, sink, write_options=options)
+    return PreparedBatch(size, sink.getvalue())
 
 
 async def _copy(connection: AsyncConnection, table: str, data: bytes) -> None:

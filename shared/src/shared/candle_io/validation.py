@@ -9,7 +9,7 @@ text, so the verdict is exact while the common case stays vectorised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -39,16 +39,20 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 
 @dataclass(frozen=True)
 class CandleBatch:
-    """Validated rows: times in ms since the epoch (on the grid), values as the file's text."""
+    """Validated rows: times in ms since the epoch (on the grid), numbers as the file's text.
+
+    The values stay Arrow arrays (strings, exactly as written; trades as int64) so a batch
+    can go to the database without a Python object per value.
+    """
 
     open_time_ms: IntArray
-    open: list[str]
-    high: list[str]
-    low: list[str]
-    close: list[str]
-    volume: list[str]
-    quote_volume: list[str | None] | None
-    trades: list[int | None] | None
+    open: pa.Array
+    high: pa.Array
+    low: pa.Array
+    close: pa.Array
+    volume: pa.Array
+    quote_volume: pa.Array | None
+    trades: pa.Array | None
 
     def __len__(self) -> int:
         return len(self.open)
@@ -60,8 +64,10 @@ class CandleBatch:
     def to_candles(self, symbol: str, interval: str) -> list[Candle]:
         """The rows as `Candle` models (pydantic-validated once more, cheaply)."""
         size = len(self)
-        quote_volumes = self.quote_volume or [None] * size
-        trades = self.trades or [None] * size
+        quote_volumes = (
+            [None] * size if self.quote_volume is None else self.quote_volume.to_pylist()
+        )
+        trades = [None] * size if self.trades is None else self.trades.to_pylist()
         return [
             Candle(
                 symbol=symbol,
@@ -77,11 +83,11 @@ class CandleBatch:
             )
             for open_time, o, h, lo, c, v, q, t in zip(
                 self.open_times(),
-                self.open,
-                self.high,
-                self.low,
-                self.close,
-                self.volume,
+                self.open.to_pylist(),
+                self.high.to_pylist(),
+                self.low.to_pylist(),
+                self.close.to_pylist(),
+                self.volume.to_pylist(),
                 quote_volumes,
                 trades,
                 strict=True,
@@ -129,10 +135,13 @@ def _iso(us: int) -> str:
     return text.replace("+00:00", "Z")
 
 
-def _texts(array: pa.Array) -> list[str | None]:
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        return array.to_pylist()  # type: ignore[no-any-return]
-    return pc.cast(array, pa.string()).to_pylist()  # type: ignore[no-any-return]
+def _strings(array: pa.Array) -> pa.Array:
+    """The column as text: the file's own for CSV, the shortest round trip for Parquet floats."""
+    return array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
+
+
+def _text(strings: pa.Array, index: int) -> str | None:
+    return strings[index].as_py()  # type: ignore[no-any-return]
 
 
 def _float(text: str | None) -> float:
@@ -142,18 +151,16 @@ def _float(text: str | None) -> float:
         return np.nan
 
 
-def _numeric(
-    name: str, array: pa.Array, texts: Sequence[str | None], problems: _Problems
-) -> FloatArray:
+def _numeric(name: str, array: pa.Array, strings: pa.Array, problems: _Problems) -> FloatArray:
     """Float copies of a numeric column; text that is no number is reported."""
     try:
         values = pc.cast(array, pa.float64()) if not pa.types.is_floating(array.type) else array
         floats = np.asarray(values.fill_null(np.nan).to_numpy(zero_copy_only=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        floats = np.array([_float(text) for text in texts], dtype=np.float64)
+        floats = np.array([_float(text) for text in strings.to_pylist()], dtype=np.float64)
     bad = ~np.isfinite(floats) & np.asarray(array.is_valid())
     for index in np.flatnonzero(bad)[:1].tolist():
-        problems.add(index, f"{name} {texts[index]!r} is not a number")
+        problems.add(index, f"{name} {_text(strings, index)!r} is not a number")
     return floats
 
 
@@ -169,7 +176,7 @@ def _whole_numbers(name: str, array: pa.Array, problems: _Problems) -> tuple[Int
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     values: list[int] = []
-    for index, text in enumerate(_texts(array)):
+    for index, text in enumerate(_strings(array).to_pylist()):
         try:
             values.append(0 if text is None else int(text))
         except ValueError:
@@ -179,13 +186,29 @@ def _whole_numbers(name: str, array: pa.Array, problems: _Problems) -> tuple[Int
 
 
 def _exact_violation(
-    loose: BoolArray, tie: BoolArray, left: Sequence[str], right: Sequence[str]
+    loose: BoolArray, tie: BoolArray, left: pa.Array, right: pa.Array
 ) -> BoolArray:
-    """`loose` (float-proven violations) plus the tied rows where Decimal(left) < Decimal(right)."""
+    """`loose` (float-proven violations) plus the tied rows where Decimal(left) < Decimal(right).
+
+    Identical text is equal, so only tied rows whose text differs need a Decimal.
+    """
     result = loose.copy()
-    for index in np.flatnonzero(tie).tolist():
-        if left[index] != right[index] and Decimal(left[index]) < Decimal(right[index]):
+    same_text = np.asarray(pc.equal(left, right).fill_null(True).to_numpy(zero_copy_only=False))
+    for index in np.flatnonzero(tie & ~same_text).tolist():
+        a, b = _text(left, index), _text(right, index)
+        if a is not None and b is not None and Decimal(a) < Decimal(b):
             result[index] = True
+    return result
+
+
+def _exactly_zero_or_less(strings: pa.Array, floats: FloatArray, strict: bool) -> BoolArray:
+    """Rows below zero (or at/below zero with `strict`); a float 0 may be a tiny decimal."""
+    result = floats < 0
+    for index in np.flatnonzero(floats == 0).tolist():
+        text = _text(strings, index)
+        if text is not None:
+            value = Decimal(text)
+            result[index] = value <= 0 if strict else value < 0
     return result
 
 
@@ -229,7 +252,7 @@ class CandleValidator:
 
         raw_open, _ = _whole_numbers("open_time", columns["open_time"], problems)
         open_us = self._to_us(columns["open_time"], raw_open)
-        texts = {name: _texts(columns[name]) for name in (*PRICE_COLUMNS, "volume")}
+        texts = {name: _strings(columns[name]) for name in (*PRICE_COLUMNS, "volume")}
         floats = {
             name: _numeric(name, columns[name], texts[name], problems)
             for name in (*PRICE_COLUMNS, "volume")
@@ -244,11 +267,11 @@ class CandleValidator:
             return None
         return CandleBatch(
             open_time_ms=open_us // US_PER_MS,
-            open=texts["open"],  # type: ignore[arg-type]  # nulls were rejected above
-            high=texts["high"],  # type: ignore[arg-type]
-            low=texts["low"],  # type: ignore[arg-type]
-            close=texts["close"],  # type: ignore[arg-type]
-            volume=texts["volume"],  # type: ignore[arg-type]
+            open=texts["open"],
+            high=texts["high"],
+            low=texts["low"],
+            close=texts["close"],
+            volume=texts["volume"],
             quote_volume=quote_volume,
             trades=trades,
         )
@@ -261,35 +284,30 @@ class CandleValidator:
 
     def _check_values(
         self,
-        texts: dict[str, list[str | None]],
+        texts: dict[str, pa.Array],
         floats: dict[str, FloatArray],
         problems: _Problems,
     ) -> None:
-        t = {name: [text or "0" for text in values] for name, values in texts.items()}
         o, h, lo, c, v = (floats[name] for name in ("open", "high", "low", "close", "volume"))
 
         def compared(left: str, verb: str, right: str) -> Callable[[int], str]:
-            return lambda i: f"{left} {texts[left][i]} is {verb} {right} {texts[right][i]}"
+            return lambda i: (
+                f"{left} {_text(texts[left], i)} is {verb} {right} {_text(texts[right], i)}"
+            )
 
         def alone(name: str, verdict: str) -> Callable[[int], str]:
-            return lambda i: f"{name} {texts[name][i]} is {verdict}"
+            return lambda i: f"{name} {_text(texts[name], i)} is {verdict}"
 
         for name in PRICE_COLUMNS:
-            price = floats[name]
-            # A float of 0 may be a tiny decimal that underflowed: decide those exactly.
-            not_positive = price < 0
-            for index in np.flatnonzero(price == 0).tolist():
-                not_positive[index] = Decimal(t[name][index]) <= 0
+            not_positive = _exactly_zero_or_less(texts[name], floats[name], strict=True)
             problems.add_first(not_positive, alone(name, "not above 0"))
-        negative = v < 0
-        for index in np.flatnonzero(v == 0).tolist():
-            negative[index] = Decimal(t["volume"][index]) < 0
+        negative = _exactly_zero_or_less(texts["volume"], v, strict=False)
         problems.add_first(negative, alone("volume", "negative"))
 
         for name, other in (("open", o), ("close", c)):
-            below = _exact_violation(h < other, h == other, t["high"], t[name])
+            below = _exact_violation(h < other, h == other, texts["high"], texts[name])
             problems.add_first(below, compared("high", "below", name))
-            above = _exact_violation(other < lo, other == lo, t[name], t["low"])
+            above = _exact_violation(other < lo, other == lo, texts[name], texts["low"])
             problems.add_first(above, compared("low", "above", name))
 
     def _check_times(self, open_us: IntArray, problems: _Problems) -> None:
@@ -333,19 +351,19 @@ class CandleValidator:
         )
 
     @staticmethod
-    def _optional_amounts(array: pa.Array | None, problems: _Problems) -> list[str | None] | None:
+    def _optional_amounts(array: pa.Array | None, problems: _Problems) -> pa.Array | None:
         if array is None or array.null_count == len(array):
             return None
-        texts = _texts(array)
-        floats = _numeric("quote_volume", array, texts, problems)
+        strings = _strings(array)
+        floats = _numeric("quote_volume", array, strings, problems)
         negative = np.flatnonzero(floats < 0)
         if negative.size:
             index = int(negative[0])
-            problems.add(index, f"quote_volume {texts[index]} is negative")
-        return texts
+            problems.add(index, f"quote_volume {_text(strings, index)} is negative")
+        return strings
 
     @staticmethod
-    def _optional_counts(array: pa.Array | None, problems: _Problems) -> list[int | None] | None:
+    def _optional_counts(array: pa.Array | None, problems: _Problems) -> pa.Array | None:
         if array is None or array.null_count == len(array):
             return None
         values, valid = _whole_numbers("trades", array, problems)
@@ -353,7 +371,4 @@ class CandleValidator:
         if negative.size:
             index = int(negative[0])
             problems.add(index, f"trades {int(values[index])} is negative")
-        return [
-            int(value) if ok else None
-            for value, ok in zip(values.tolist(), valid.tolist(), strict=True)
-        ]
+        return pa.array(values, pa.int64(), mask=~valid)
