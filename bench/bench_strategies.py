@@ -122,20 +122,21 @@ def main() -> None:
     console.print(table)
     per_signal = signal_cost(candles[-1])
     console.print(
-        f"one Signal (id + pydantic model) costs {per_signal:,.0f} ns "
+        f"building one Signal model (pydantic validation) costs {per_signal:,.0f} ns "
         f"= {per_signal / (floor / len(candles) * 1e9):.0f} bare-loop candles"
     )
 
 
 def signal_cost(candle: Candle, count: int = 2000) -> float:
-    """ns to build one Signal as a strategy does when a rule fires (id included)."""
+    """ns to validate one Signal as a strategy does when a rule fires (its id precomputed)."""
     params = StrategyParams()
+    signal_id = make_signal_id(
+        "macd", params, candle.symbol, candle.interval, candle.open_time, "BUY"
+    )
     start = time.process_time()
     for _ in range(count):
         Signal(
-            id=make_signal_id(
-                "macd", params, candle.symbol, candle.interval, candle.open_time, "BUY"
-            ),
+            id=signal_id,
             strategy="macd",
             symbol=candle.symbol,
             interval=candle.interval,

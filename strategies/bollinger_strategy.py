@@ -51,8 +51,7 @@ class BollingerStrategy(BaseStrategy):
         assert isinstance(p, BollingerParams)
         self._bands = BollingerBands(p.period, p.num_std)
         self._min_bandwidth = p.min_bandwidth
-        self._was_below = False
-        self._was_above = False
+        self._zone = 0  # -1: last close below the lower band, 1: above the upper, 0: inside
 
     def _step(self, candle: Candle) -> Decision | None:
         close = float(candle.close)
@@ -62,14 +61,12 @@ class BollingerStrategy(BaseStrategy):
             return None
         lower: float = bands.lower  # type: ignore[assignment]
         upper: float = bands.upper  # type: ignore[assignment]
-        was_below = self._was_below
-        was_above = self._was_above
-        self._was_below = close < lower
-        self._was_above = close > upper
+        zone = -1 if close < lower else (1 if close > upper else 0)
+        prev = self._zone
+        self._zone = zone
+        if prev == 0 or zone == prev:
+            return None  # nearly every candle: nothing left a band, nothing came back
         if middle <= 0.0 or (upper - lower) / middle < self._min_bandwidth:
             return None
-        if was_below and close >= lower:
-            return _BUY
-        if was_above and close <= upper:
-            return _SELL
-        return None
+        # was below and now at or above the lower band, or was above and now at or below
+        return _BUY if prev < 0 else _SELL

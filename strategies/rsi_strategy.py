@@ -54,20 +54,19 @@ class RsiStrategy(BaseStrategy):
         self._overbought = p.overbought
         self._buy: Decision = (Side.BUY, f"RSI rose back to {p.oversold:g} from oversold")
         self._sell: Decision = (Side.SELL, f"RSI fell back to {p.overbought:g} from overbought")
-        self._prev: float | None = None
+        self._zone: int | None = None
 
     def _step(self, candle: Candle) -> Decision | None:
         rsi_ind = self._rsi
         rsi = rsi_ind.update(float(candle.close))
         if rsi is None or (rsi == 0.0 and rsi_ind.is_flat):
-            self._prev = None
+            self._zone = None
             return None
-        prev = self._prev
-        self._prev = rsi
-        if prev is None:
+        # -1: oversold (< oversold), 1: overbought (> overbought), 0: between
+        zone = -1 if rsi < self._oversold else (1 if rsi > self._overbought else 0)
+        prev = self._zone
+        self._zone = zone
+        if prev is None or prev == 0 or zone == prev:
             return None
-        if prev < self._oversold <= rsi:
-            return self._buy
-        if prev > self._overbought >= rsi:
-            return self._sell
-        return None
+        # left oversold (now >= oversold) or left overbought (now <= overbought)
+        return self._buy if prev < 0 else self._sell

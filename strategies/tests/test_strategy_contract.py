@@ -150,10 +150,13 @@ def test_no_signal_on_the_first_candle_after_a_gap(name: str) -> None:
         if candles[i].open_time - candles[i - 1].open_time != timedelta(hours=1)
     }
     assert len(after_gap) == 27
-    strategy = DEFAULTS[name]()
-    fired = {i for i, _ in run(strategy, candles)}
-    assert len(fired) > 100
-    assert not fired & after_gap
+    fired_anywhere = 0
+    for gap in sorted(after_gap):
+        start = max(0, gap - 300)  # warmed up well before the gap, a while after it
+        fired = {start + i for i, _ in run(DEFAULTS[name](), candles[start : gap + 300])}
+        assert gap not in fired
+        fired_anywhere += len(fired)
+    assert fired_anywhere > 50
 
 
 @pytest.mark.parametrize("name", NAMES)
