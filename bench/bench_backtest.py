@@ -41,15 +41,15 @@ def read_frame(path: Path) -> Any:
 def child_ours(path: Path, repeat: int) -> dict[str, Any]:
     from backtester.data import load_file_candles
     from backtester.engine import BacktestConfig, BacktestEngine
-
-    from strategies.ema_crossover_strategy import EmaCrossoverStrategy
+    from strategy_engine.plugin_loader import load_strategy
 
     symbol, interval = path.name.split(".")[0].split("-")
     started = time.perf_counter()
     data = load_file_candles(path, symbol, interval)
     load = time.perf_counter() - started
-    strategy = EmaCrossoverStrategy(
-        {"quantity": Decimal(str(QUANTITY)), "short_period": SHORT, "long_period": LONG}
+    strategy = load_strategy(
+        "ema_crossover",
+        [f"quantity={QUANTITY}", f"short_period={SHORT}", f"long_period={LONG}"],
     )
     engine = BacktestEngine(strategy, BacktestConfig(symbol, interval, fee=Decimal(str(FEE))))
     runs = []
