@@ -1,0 +1,344 @@
+"""The adapter against the exchange simulator over loopback (issue 6's "Must show").
+
+Every test's HTTP goes through a session whose resolver and request trace refuse any
+host that is not loopback, so a stray call to the internet fails the test.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import ccxt.async_support as ccxt
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+from exchange_simulator.testing import RunningSimulator, running_simulator, synthetic_candles
+from shared.config import Settings, load_settings
+from shared.exchange import (
+    BinanceExchange,
+    ExchangeAuthError,
+    FilterRejectedError,
+    OrderRequest,
+    TransientExchangeError,
+)
+from shared.models import OrderStatus, OrderType, Side, Signal
+from shared.resilience import CircuitBreaker, CircuitOpenError, CircuitState
+from shared.testing.virtual_time import VirtualTime
+
+SYMBOL = "BTCUSDT"
+LOOPBACK_NAMES = {"localhost"}
+
+
+class NonLoopbackConnection(AssertionError):
+    """Raised by the guard when something tries to reach a host outside loopback."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class LoopbackOnlyResolver(AbstractResolver):
+    """Resolves only loopback names; anything else fails the test before a packet leaves."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if not _is_loopback(host):
+            raise NonLoopbackConnection(f"connection attempt to non-loopback host {host!r}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def loopback_session(seen_hosts: list[str]) -> aiohttp.ClientSession:
+    """A session that records every request's host and refuses non-loopback ones."""
+
+    async def on_request_start(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        host = params.url.host or ""
+        seen_hosts.append(host)
+        if not _is_loopback(host):
+            raise NonLoopbackConnection(f"request to non-loopback URL {params.url}")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    connector = aiohttp.TCPConnector(resolver=LoopbackOnlyResolver())
+    return aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    async with running_simulator(synthetic_candles(SYMBOL, 300), history=200) as running:
+        yield running
+
+
+@pytest.fixture
+def seen_hosts() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def session(seen_hosts: list[str]) -> AsyncIterator[aiohttp.ClientSession]:
+    async with loopback_session(seen_hosts) as guarded:
+        yield guarded
+    assert seen_hosts, "the guard saw no request at all"
+    assert all(_is_loopback(h) for h in seen_hosts)
+
+
+def sim_settings(sim: RunningSimulator, *, secret: str | None = None) -> Settings:
+    return load_settings(
+        binance_base_url=sim.base_url,
+        binance_ws_url=sim.ws_url,
+        binance_api_key=sim.api_key,
+        binance_api_secret=secret or sim.api_secret,
+        circuit_breaker_threshold=5,
+        circuit_breaker_timeout=30,
+    )
+
+
+@pytest.fixture
+def vt() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+def alerts() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def exchange(
+    sim: RunningSimulator, session: aiohttp.ClientSession, vt: VirtualTime, alerts: list[str]
+) -> AsyncIterator[BinanceExchange]:
+    adapter = BinanceExchange(
+        sim_settings(sim),
+        session=session,
+        sleep=vt.sleep,
+        on_alert=alerts.append,
+        enable_rate_limit=False,
+    )
+    async with adapter:
+        yield adapter
+
+
+def signal(n: int, quantity: str = "0.001", side: Side = Side.BUY) -> Signal:
+    from datetime import UTC, datetime
+
+    return Signal(
+        id=f"{n:032x}",
+        strategy="test",
+        symbol=SYMBOL,
+        interval="1m",
+        side=side,
+        quantity=Decimal(quantity),
+        price=Decimal("30000"),
+        candle_time=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=n),
+    )
+
+
+async def test_the_guard_itself_refuses_a_non_loopback_host():
+    hosts: list[str] = []
+    async with loopback_session(hosts) as guarded:
+        with pytest.raises(NonLoopbackConnection):
+            async with guarded.get("http://api.binance.com/api/v3/ping"):
+                pass
+        # A hostname that would resolve elsewhere is refused by the resolver too.
+        with pytest.raises(NonLoopbackConnection):
+            await LoopbackOnlyResolver().resolve("stream.binance.com", 443)
+    assert hosts == ["api.binance.com"]
+
+
+async def test_adapter_does_everything_the_platform_needs_on_loopback_only(
+    exchange: BinanceExchange, sim: RunningSimulator, seen_hosts: list[str]
+):
+    await exchange.load_markets()
+    state = await sim.control.state()
+    now_open_ms = state["replay"]["current_open_time"]
+    from shared.exchange.parsers import ms_to_datetime
+
+    candles = await exchange.fetch_klines(
+        SYMBOL,
+        "1m",
+        ms_to_datetime(now_open_ms) - timedelta(minutes=30),
+        ms_to_datetime(now_open_ms) - timedelta(minutes=1),
+    )
+    assert len(candles) == 30
+    assert all(isinstance(c.close, Decimal) for c in candles)
+
+    balances = await exchange.fetch_balances()
+    assert balances["USDT"].free == Decimal("10000")
+
+    price = Decimal(state["prices"][SYMBOL])
+    limit = await exchange.submit_order(
+        OrderRequest(
+            SYMBOL,
+            Side.BUY,
+            Decimal("0.001"),
+            "limit-1",
+            type=OrderType.LIMIT,
+            price=(price * Decimal("0.5")).quantize(Decimal("0.01")),
+        )
+    )
+    assert limit.order.status is OrderStatus.SENT
+    assert [o.client_order_id for o in await exchange.fetch_open_orders(SYMBOL)] == ["limit-1"]
+    assert (await exchange.fetch_order(SYMBOL, "limit-1")).exchange_order_id == (
+        limit.order.exchange_order_id
+    )
+    canceled = await exchange.cancel_order(SYMBOL, "limit-1")
+    assert canceled.status is OrderStatus.CANCELED
+    assert await exchange.fetch_open_orders(SYMBOL) == []
+
+    market = await exchange.submit_order(OrderRequest.from_signal(signal(1)))
+    assert market.order.status is OrderStatus.FILLED
+    assert market.trades and sum(t.quantity for t in market.trades) == Decimal("0.001")
+    assert (await exchange.fetch_balances())["BTC"].free == Decimal("0.001")
+
+    # Anything outside spot fails closed, in ccxt, before any request.
+    requests_before = len(seen_hosts)
+    with pytest.raises(ccxt.NotSupported):
+        await exchange.ccxt.sapiGetMarginAccount()
+    with pytest.raises(ccxt.NotSupported):
+        await exchange.ccxt.fapiPublicGetPing()
+    assert len(seen_hosts) == requests_before
+    assert set(seen_hosts) == {"127.0.0.1"}
+
+
+async def test_wrong_secret_gets_1022_as_an_auth_error_that_halts_and_alerts(
+    sim: RunningSimulator, session: aiohttp.ClientSession, alerts: list[str]
+):
+    adapter = BinanceExchange(
+        sim_settings(sim, secret="not-the-secret"),
+        session=session,
+        on_alert=alerts.append,
+        enable_rate_limit=False,
+    )
+    async with adapter:
+        with pytest.raises(ExchangeAuthError) as caught:
+            await adapter.fetch_balances()
+        assert caught.value.code == -1022
+        assert adapter.trading_halted is not None
+        assert len(alerts) == 1 and "-1022" in alerts[0]
+        assert "not-the-secret" not in alerts[0] + str(caught.value)
+
+
+async def test_stale_timestamp_gets_1021_then_the_clock_is_resynced_and_the_call_succeeds(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    await exchange.load_markets()
+    before = exchange.ccxt.options["timeDifference"]
+    await sim.control.set_clock(offset_ms=120_000)  # the exchange runs 2 minutes ahead
+    balances = await exchange.fetch_balances()
+    assert balances["USDT"].free == Decimal("10000")
+    statuses = [(r["path"], r["status"]) for r in await sim.control.requests()]
+    assert statuses[-3:] == [
+        ("/api/v3/account", 400),
+        ("/api/v3/time", 200),
+        ("/api/v3/account", 200),
+    ]
+    assert exchange.ccxt.options["timeDifference"] - before == pytest.approx(-120_000, abs=2_000)
+
+
+async def test_quantities_and_prices_are_rounded_and_notional_is_caught_before_sending(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    f = await exchange.filters(SYMBOL)
+    raw_quantity = Decimal("0.0123456789")
+    rounded = await exchange.round_quantity(SYMBOL, raw_quantity)
+    assert rounded <= raw_quantity and (raw_quantity - rounded) < f.step_size
+    assert rounded % f.step_size == 0
+    rounded_price = await exchange.round_price(SYMBOL, Decimal("30000.123456"))
+    assert rounded_price % f.tick_size == 0
+    assert abs(rounded_price - Decimal("30000.123456")) <= f.tick_size / 2
+
+    posts_before = [r for r in await sim.control.requests() if r["method"] == "POST"]
+    tiny = (f.min_notional / Decimal("30000") / 2).quantize(f.step_size)
+    with pytest.raises(FilterRejectedError) as caught:
+        await exchange.submit_order(OrderRequest.from_signal(signal(7, quantity=str(tiny))))
+    assert caught.value.filter_name == "NOTIONAL"
+    nearest = caught.value.nearest_valid_quantity
+    assert nearest is not None and nearest * Decimal("30000") >= f.min_notional
+    assert (nearest - f.step_size) * Decimal("30000") < f.min_notional
+    posts_after = [r for r in await sim.control.requests() if r["method"] == "POST"]
+    assert posts_after == posts_before  # nothing was sent
+
+
+async def test_100_signals_with_every_other_response_dropped_make_exactly_100_orders(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    await exchange.load_markets()
+    await sim.control.add_fault("drop", path="/api/v3/order", method="POST", every=2)
+    results = [
+        await exchange.submit_order(OrderRequest.from_signal(signal(n)), lookup_first=False)
+        for n in range(100)
+    ]
+    orders = await sim.control.orders(api_key=sim.api_key)
+    assert len(orders) == 100
+    assert len({o["clientOrderId"] for o in orders}) == 100
+    assert sum(r.found_by_lookup for r in results) == 50
+    assert {r.order.status for r in results} == {OrderStatus.FILLED}
+
+    await sim.control.clear_faults()
+    again = [await exchange.submit_order(OrderRequest.from_signal(signal(n))) for n in (3, 4)]
+    assert all(r.found_by_lookup for r in again)
+    assert len(await sim.control.orders(api_key=sim.api_key)) == 100
+
+
+async def test_429_with_retry_after_is_waited_out_then_the_call_succeeds(
+    exchange: BinanceExchange, sim: RunningSimulator, vt: VirtualTime
+):
+    await exchange.load_markets()
+    await sim.control.add_fault("http_429", path="/api/v3/account", times=1, retry_after=7)
+    balances = await exchange.fetch_balances()
+    assert balances["USDT"].free == Decimal("10000")
+    assert vt.sleeps == [7.0]
+
+
+async def test_five_500s_open_the_breaker_the_next_call_fails_at_once_a_trial_closes_it(
+    sim: RunningSimulator, session: aiohttp.ClientSession, vt: VirtualTime
+):
+    breaker = CircuitBreaker(
+        "binance-test", 5, 30.0, clock=vt.now, counted_errors=(TransientExchangeError,)
+    )
+    adapter = BinanceExchange(
+        sim_settings(sim),
+        session=session,
+        breaker=breaker,
+        sleep=vt.sleep,
+        max_retries=0,
+        enable_rate_limit=False,
+    )
+    async with adapter:
+        await adapter.load_markets()
+        await sim.control.add_fault("http_500", path="/api/v3/account", times=5)
+        for _ in range(5):
+            with pytest.raises(TransientExchangeError):
+                await adapter.fetch_balances()
+        assert breaker.state is CircuitState.OPEN
+        seen = len(await sim.control.requests())
+        with pytest.raises(CircuitOpenError):
+            await adapter.fetch_balances()
+        assert len(await sim.control.requests()) == seen  # refused without a request
+        await vt.advance(30.0)
+        assert (await adapter.fetch_balances())["USDT"].free == Decimal("10000")
+        assert breaker.state is CircuitState.CLOSED
