@@ -81,50 +81,60 @@ def _records(candles: Iterable[Candle]) -> list[tuple[Any, ...]]:
     ]
 
 
+Record = tuple[Any, ...]
+
+
 async def upsert_candles(session: AsyncSession, candles: Iterable[Candle]) -> int:
     """Store candles that are not stored yet; return how many were new.
 
     Idempotent: a candle whose (symbol, interval, open_time) is already stored is left as
-    it is, so importing the same file twice changes nothing. Runs in the caller's
-    transaction and does not commit, so a caller can roll back a whole file's import.
+    it is (as is a repeat within `candles`: the first one wins), so importing the same file
+    twice changes nothing. Runs in the caller's transaction and does not commit, so a
+    caller can roll back a whole file's import.
     """
-    records = _records(candles)
+    records = _first_of_each_key(_records(candles))
+    connection = await session.connection()
+    if len(records) > COPY_THRESHOLD:
+        # A big batch: leave out what is stored already (one index-only range scan per
+        # series), then COPY the rest straight in. A re-import then costs one query.
+        stored = await _stored_keys(connection, records)
+        records = [record for record in records if record[:3] not in stored]
     if not records:
         return 0
-    connection = await session.connection()
     if len(records) <= COPY_THRESHOLD:
         rows = [dict(zip(CANDLE_COLUMNS, record, strict=True)) for record in records]
         statement = pg_insert(CANDLES).values(rows).on_conflict_do_nothing(index_elements=_KEY)
         return (await connection.execute(statement)).rowcount
-    if _keys_unique(records) and not await _overlaps_stored(connection, records):
-        copied = await _copy_straight_in(connection, records)
-        if copied is not None:
-            return copied
-    return await _copy_then_merge(connection, records)
+    copied = await _copy_straight_in(connection, records)
+    if copied is None:  # another writer stored some of them meanwhile
+        return await _copy_then_merge(connection, records)
+    return copied
 
 
-def _keys_unique(records: Sequence[tuple[Any, ...]]) -> bool:
-    return len({record[:3] for record in records}) == len(records)
+def _first_of_each_key(records: list[Record]) -> list[Record]:
+    unique: dict[tuple[Any, ...], Record] = {}
+    for record in records:
+        unique.setdefault(record[:3], record)
+    return records if len(unique) == len(records) else list(unique.values())
 
 
-async def _overlaps_stored(connection: AsyncConnection, records: Sequence[tuple[Any, ...]]) -> bool:
-    """Whether any stored candle of the same series lies within the batch's time span."""
+async def _stored_keys(connection: AsyncConnection, records: Sequence[Record]) -> set[Record]:
+    """The keys already stored within each series' time span in the batch."""
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
     for symbol, interval, open_time, *_ in records:
         first, last = spans.get((symbol, interval), (open_time, open_time))
         spans[(symbol, interval)] = (min(first, open_time), max(last, open_time))
+    stored: set[Record] = set()
     for (symbol, interval), (first, last) in spans.items():
         inside = select(CANDLES.c.open_time).where(
             _series(symbol, interval), CANDLES.c.open_time.between(first, last)
         )
-        if (await connection.execute(inside.limit(1))).first() is not None:
-            return True
-    return False
+        times = (await connection.execute(inside)).scalars()
+        stored.update((symbol, interval, open_time) for open_time in times)
+    return stored
 
 
-async def _driver_copy(
-    connection: AsyncConnection, table: str, records: Sequence[tuple[Any, ...]]
-) -> None:
+async def _driver_copy(connection: AsyncConnection, table: str, records: Sequence[Record]) -> None:
     # asyncpg's binary COPY on the session's own connection, inside its open transaction.
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
@@ -132,14 +142,11 @@ async def _driver_copy(
     await driver.copy_records_to_table(table, records=records, columns=CANDLE_COLUMNS)
 
 
-async def _copy_straight_in(
-    connection: AsyncConnection, records: Sequence[tuple[Any, ...]]
-) -> int | None:
-    """COPY a batch that overlaps nothing stored directly into `candles`.
+async def _copy_straight_in(connection: AsyncConnection, records: Sequence[Record]) -> int | None:
+    """COPY candles believed new directly into `candles`: the fast path.
 
-    The fast path of a first import. A concurrent writer may still store one of these
-    candles in the meantime; then the COPY fails on the primary key, the savepoint undoes
-    it, and None sends the caller to the merging path.
+    A concurrent writer may have stored one of them since `_stored_keys` looked; then the
+    COPY fails on the primary key, the savepoint undoes it, and None says "merge instead".
     """
     import asyncpg  # the driver's own error type: the COPY bypasses SQLAlchemy's wrapping
 
@@ -151,7 +158,7 @@ async def _copy_straight_in(
     return len(records)
 
 
-async def _copy_then_merge(connection: AsyncConnection, records: Sequence[tuple[Any, ...]]) -> int:
+async def _copy_then_merge(connection: AsyncConnection, records: Sequence[Record]) -> int:
     # COPY cannot skip rows already stored, so the rows land in a TEMP table first and one
     # INSERT ... SELECT ... ON CONFLICT DO NOTHING merges them. The CREATE runs through
     # SQLAlchemy, inside the transaction that the driver-level COPY then joins.
