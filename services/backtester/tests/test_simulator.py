@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from backtester.simulator import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shared.fill_model import QUANTITY_STEP, FillModel
 
 D = Decimal
@@ -107,3 +109,30 @@ def test_reset_restores_the_initial_account() -> None:
     sim.reset()
     assert (sim.cash, sim.position_quantity, sim.trades, sim.fees_paid) == (D(10000), 0, [], 0)
     assert (sim.buys_reduced, sim.buys_skipped, sim.sells_ignored) == (0, 0, 0)
+
+
+orders = st.lists(
+    st.tuples(
+        st.booleans(),
+        st.decimals(min_value="0.001", max_value="5", places=3),
+        st.decimals(min_value="1", max_value="1000", places=2),
+    ),
+    max_size=40,
+)
+
+
+@given(orders=orders)
+@settings(max_examples=100, deadline=None)
+def test_accounting_identity_holds_for_any_order_sequence(
+    orders: list[tuple[bool, Decimal, Decimal]],
+) -> None:
+    """Cash + cost of open lots (fees included) = initial balance + realized pnl, always."""
+    sim = make(balance="1000")
+    for n, (is_buy, quantity, price) in enumerate(orders):
+        (sim.buy if is_buy else sim.sell)(hour(n), quantity, price)
+        assert sim.cash >= 0
+        assert sim.position_quantity == sum((lot.quantity for lot in sim.lots), D(0))
+        open_cost = sum((lot.price * lot.quantity + lot.fee for lot in sim.lots), D(0))
+        realized = sum((t.pnl for t in sim.trades), D(0))
+        assert abs(sim.cash + open_cost - (D(1000) + realized)) < D("1e-18")
+        assert all(t.exit_time >= t.entry_time and t.quantity > 0 for t in sim.trades)
