@@ -126,6 +126,7 @@ def shared_data() -> Path:
     """The folder of real Binance candles beside the project (../shared/data)."""
     if not SHARED_DATA.is_dir():
         pytest.fail(
-            f"{SHARED_DATA} is missing: the tests read the real candles from ../shared/data"
+            f"{SHARED_DATA} is missing: the tests read real candles from shared/data beside "
+            f"the project; clone or copy the project next to that folder"
         )
     return SHARED_DATA
