@@ -117,3 +117,18 @@ async def test_engine_accepts_a_plain_postgresql_url(database_url: str) -> None:
             assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await engine.dispose()
+
+
+async def test_the_database_handle_does_not_show_the_password_in_its_repr(
+    database_url: str,
+) -> None:
+    with_password = make_url(database_url).set(password="hunter2")
+    database = await open_database(
+        load_settings(database_url=with_password.render_as_string(hide_password=False)),
+        migrate=False,
+    )
+    try:
+        assert "hunter2" in database.url
+        assert "hunter2" not in repr(database)
+    finally:
+        await database.close()

@@ -21,7 +21,7 @@ import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -321,9 +321,13 @@ async def current_revision(url: str) -> str | None:
 
 @dataclass(frozen=True)
 class Database:
-    """An open database: the engine, its session factory and the (asyncpg) URL it uses."""
+    """An open database: the engine, its session factory and the (asyncpg) URL it uses.
 
-    url: str
+    `url` may hold a password: it is left out of the repr, and messages should show
+    `describe_database(url)` instead.
+    """
+
+    url: str = field(repr=False)
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
