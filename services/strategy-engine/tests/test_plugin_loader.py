@@ -244,6 +244,13 @@ def test_yaml_that_is_not_a_mapping(extra_dir: Path) -> None:
     )
 
 
+def test_yaml_key_that_is_not_a_name(extra_dir: Path) -> None:
+    path = write_config(extra_dir, "3: window\n")
+    assert load_error("echo", extra=extra_dir) == (
+        f"strategy 'echo': parameter names in {path} must be text, got 3; {ECHO_KEYS}"
+    )
+
+
 def test_plugin_clashing_with_a_builtin_name(extra_dir: Path) -> None:
     (extra_dir / "rsi_strategy.py").write_text(ECHO_PLUGIN.format(name="rsi"))
     with pytest.raises(StrategyConfigError) as caught:

@@ -149,11 +149,17 @@ def _read_yaml(found: StrategyFile) -> dict[str, Any]:
         ) from None
     if data is None:
         return {}
-    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+    if not isinstance(data, dict):
         raise StrategyConfigError(
             f"strategy {found.name!r}: {_show(path)} must be a mapping of parameter: value, "
             f"got {type(data).__name__}; {_accepted_text(found)}"
         )
+    for key in data:
+        if not isinstance(key, str):
+            raise StrategyConfigError(
+                f"strategy {found.name!r}: parameter names in {_show(path)} must be text, "
+                f"got {key!r}; {_accepted_text(found)}"
+            )
     return data
 
 
