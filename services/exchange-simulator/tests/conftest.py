@@ -78,6 +78,12 @@ async def signed(sim: RunningSimulator) -> AsyncIterator[SignedClient]:
 
 
 @pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
 def order_params() -> Callable[..., dict[str, Any]]:
     def build(**extra: Any) -> dict[str, Any]:
         return {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.01", **extra}
