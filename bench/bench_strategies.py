@@ -5,9 +5,11 @@
 The floor for per-candle Python is a loop doing only `ema += alpha * (float(close) − ema)`
 over the same Candle objects (one Decimal → float conversion and one EMA update a candle).
 Each strategy, loaded by the plugin loader with its YAML defaults, runs `on_candle` over
-all candles (signals included); each row is the best of --repeat runs, baseline included,
-interleaved so that load on the machine hits every row alike. Goal: every strategy within
-4× of the loop's time a candle, the volume profile (O(num_bins) a candle) within 20×.
+all candles (signals included). Times are CPU time of this process (`time.process_time`,
+steadier than wall time on a shared machine); each row is the best of --repeat runs,
+baseline included, interleaved so that load on the machine hits every row alike.
+Goal: every strategy within 4× of the loop's time a candle, the volume profile
+(O(num_bins) a candle) within 20×.
 """
 
 from __future__ import annotations
