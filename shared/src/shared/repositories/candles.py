@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -178,9 +179,17 @@ def _series(symbol: str, interval: str) -> ColumnElement[bool]:
     return and_(CANDLES.c.symbol == symbol, CANDLES.c.interval == interval)
 
 
+# Validating a whole list in one call stays inside pydantic-core: markedly faster than one
+# model_validate per row when a backtest loads a hundred thousand candles.
+_CANDLE_LIST = TypeAdapter(list[Candle])
+
+
 async def _fetch(session: AsyncSession, statement: Select[Any]) -> list[Candle]:
     result = await session.execute(statement)
-    return [to_model(Candle, row) for row in result.mappings()]
+    names = list(result.keys())
+    return _CANDLE_LIST.validate_python(
+        [dict(zip(names, row, strict=True)) for row in result.all()]
+    )
 
 
 async def candles_between(
