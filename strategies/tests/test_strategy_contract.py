@@ -237,3 +237,27 @@ def test_configure_validates_and_resets() -> None:
     }
     with pytest.raises(ValidationError):
         strategy.params.short_period = 3  # type: ignore[attr-defined]
+
+
+def test_default_warmup_periods_follow_the_spec() -> None:
+    warmups = {name: cls().warmup_period for name, cls in DEFAULT_CLASSES.items()}
+    assert warmups == {
+        "bollinger": 20,  # period
+        "ema_crossover": 21,  # long_period
+        "grid": 1,  # one previous close
+        "macd": 26 + 9,  # slow_period + signal_period
+        "rsi": 14 + 1,  # period changes need period + 1 closes
+        "volume_profile": 100,  # lookback_period
+        "vwap": 30,
+    }
+
+
+DEFAULT_CLASSES: dict[str, type[BaseStrategy]] = {
+    "bollinger": BollingerStrategy,
+    "ema_crossover": EmaCrossoverStrategy,
+    "grid": GridStrategy,
+    "macd": MacdStrategy,
+    "rsi": RsiStrategy,
+    "volume_profile": VolumeProfileStrategy,
+    "vwap": VwapStrategy,
+}
