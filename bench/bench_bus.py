@@ -68,6 +68,8 @@ class Result:
     name: str
     events: int
     seconds: float
+    publish_cpu: float = 0.0
+    consume_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -122,13 +124,15 @@ def consume_in_child(
 
         consumer = bus.consumer("candles", "bench", handler, batch_size=max(batch, 100))
         running = asyncio.create_task(consumer.run())
+        cpu_before = time.process_time()
         ready.set()
         await all_received.wait()
         consumer.stop()
         await running  # returns after acknowledging the last batch
         finished = time.monotonic()
+        cpu = time.process_time() - cpu_before
         await redis.aclose()
-        return finished
+        return finished, cpu
 
     done.put(asyncio.run(consume()))
 
@@ -148,6 +152,7 @@ async def bench_bus(redis: Redis, port: int, events: int, batch: int, progress: 
     child.start()
     await asyncio.to_thread(ready.wait)
     started = time.monotonic()
+    cpu_before = time.process_time()
     if batch > 1:
         for start in range(0, events, batch):
             await bus.publish_many("candles", candles[start : start + batch])
@@ -157,14 +162,15 @@ async def bench_bus(redis: Redis, port: int, events: int, batch: int, progress: 
             await bus.publish("candles", event)
             if n % 1000 == 0:
                 progress.update(task_id, completed=n)
-    finished = await asyncio.to_thread(done.get, True, 600)
+    publish_cpu = time.process_time() - cpu_before
+    finished, consume_cpu = await asyncio.to_thread(done.get, True, 600)
     await asyncio.to_thread(child.join)
     progress.update(task_id, completed=events)
     pending = await redis.xpending(bus.key("candles"), "bench")
     assert pending["pending"] == 0, pending
     assert await bus.consumer_lag("candles", "bench") == 0
     await redis.delete(bus.key("candles"))
-    return Result(label, events, finished - started)
+    return Result(label, events, finished - started, publish_cpu, consume_cpu)
 
 
 def bench_redis_benchmark(port: int, events: int, pipeline: int) -> Result:
@@ -230,11 +236,21 @@ async def main() -> None:
                 proc.wait(timeout=10)
 
     table = Table(title="Event bus vs redis-benchmark XADD (same Redis, same run)")
-    for column in ("pipeline depth", "bus events/s", "redis-benchmark XADD/s", "bus / peer"):
+    columns = (
+        "pipeline depth",
+        "bus events/s",
+        "redis-benchmark XADD/s",
+        "bus / peer",
+        "bus CPU µs/event (publish + consume)",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     for bus, peer in results:
         depth = "1 (unbatched)" if "unbatched" in bus.name else str(args.batch)
-        table.add_row(depth, f"{bus.rate:,.0f}", f"{peer.rate:,.0f}", f"{bus.rate / peer.rate:.2f}")
+        cpu = f"{bus.publish_cpu / bus.events * 1e6:.0f} + {bus.consume_cpu / bus.events * 1e6:.0f}"
+        table.add_row(
+            depth, f"{bus.rate:,.0f}", f"{peer.rate:,.0f}", f"{bus.rate / peer.rate:.2f}", cpu
+        )
     console.print(table)
     console.print(
         "bus = publish (XADD MAXLEN ~) + XREADGROUP + decode into Candle + handler + XACK, "
