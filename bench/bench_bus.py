@@ -12,8 +12,8 @@ Measured, each with the same connection count and pipeline depth on both sides:
   XREADGROUP COUNT `--batch`, decodes every envelope back into a `Candle`, calls a handler
   and XACKs the batch. The consumer runs in its own process, as a service does. Rate =
   events / (first publish → last acknowledgement). One connection publishes, one consumes.
-- `redis-benchmark -c 1 -P <batch> -n <events> XADD <stream> MAXLEN ~ 100000 * <the same
-  five envelope fields>`: the server-side cost of the same appends, without any consuming.
+- `redis-benchmark -c 1 -P <batch> -n <events> XADD <stream> MAXLEN ~ 100000 * envelope
+  <the same envelope JSON>`: the same appends, without any consuming.
 - the same two with no pipelining (bus `publish` one event per round trip, -P 1).
 """
 
@@ -196,7 +196,7 @@ def bench_redis_benchmark(port: int, events: int, pipeline: int) -> Result:
 def shown_command(events: int, batch: int) -> str:
     return (
         f"redis-benchmark -c 1 -P {batch} -n {events} -q XADD <stream> MAXLEN ~ {MAXLEN} * "
-        "type Candle v 1 id <hex> time <iso> payload <Candle JSON>"
+        "envelope <the Candle envelope JSON>"
     )
 
 
