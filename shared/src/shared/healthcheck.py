@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -40,10 +41,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
+    "CheckFailed",
     "CheckFunc",
     "HealthCheck",
     "HealthCheckServer",
+    "age_check",
     "database_check",
+    "flag_check",
     "redact",
     "redis_check",
 ]
@@ -92,6 +96,44 @@ def database_check(engine: AsyncEngine) -> CheckFunc:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         return "SELECT 1"
+
+    return check
+
+
+class CheckFailed(RuntimeError):
+    """Raised by a check to report an unhealthy state with a readable reason."""
+
+
+def flag_check(is_ok: Callable[[], bool], failure: str, detail: str = "ok") -> CheckFunc:
+    """A check on a flag the service keeps, e.g. "the kline WebSocket is connected"."""
+
+    async def check() -> str:
+        if not is_ok():
+            raise CheckFailed(failure)
+        return detail
+
+    return check
+
+
+def age_check(
+    last_time: Callable[[], datetime | None],
+    max_age: timedelta,
+    *,
+    what: str = "last event",
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> CheckFunc:
+    """A check that ``last_time()`` (e.g. the last closed candle's close) is recent enough."""
+
+    async def check() -> str:
+        last = last_time()
+        if last is None:
+            raise CheckFailed(f"no {what} yet")
+        age = (clock() - last).total_seconds()
+        if age > max_age.total_seconds():
+            raise CheckFailed(
+                f"{what} is {age:.1f} s old (more than {max_age.total_seconds():g} s)"
+            )
+        return f"{what} {age:.1f} s ago"
 
     return check
 
@@ -195,6 +237,8 @@ class HealthCheckServer:
                 result["detail"] = redact(str(detail), self._secrets)
         except TimeoutError:
             result = {"ok": False, "error": f"timed out after {check.timeout:g} s"}
+        except CheckFailed as exc:
+            result = {"ok": False, "error": redact(str(exc), self._secrets)}
         except Exception as exc:
             result = {"ok": False, "error": redact(f"{type(exc).__name__}: {exc}", self._secrets)}
         result["critical"] = check.critical
