@@ -3,6 +3,13 @@
 Services import the metric they update from here, so a name or a label set can never
 differ between two places. All live in one registry, `REGISTRY`, which the health server's
 `/metrics` exposes; each process only updates the ones its service uses.
+
+A labelled metric shows samples only once a child (a label combination) exists. The code that
+knows the label values creates the children up front, at zero: `shared.service` sets
+``service_up{service}``, every bus `Consumer` creates its ``bus_*{stream,group}`` and
+``event_processing_seconds{service,stream}`` children, and a service creates its own (its
+symbols, strategies) at start with ``.labels(...)``. Other label values (error types, order
+statuses, rejection reasons) appear when they first happen.
 """
 
 from __future__ import annotations
