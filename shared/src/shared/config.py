@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     bus_claim_idle_ms: int = Field(default=30_000, ge=1)
     bus_stream_maxlen: int = Field(default=100_000, ge=1)
 
+    # Live services: a prefix for every bus stream key (side-by-side runs and tests), the
+    # strategy engine's instances file (unset: services/strategy-engine/config/engine.yaml),
+    # the portfolio's snapshot interval (seconds of candle time) and its starting USDT cash
+    bus_namespace: str = ""
+    strategy_engine_config: Path | None = None
+    portfolio_snapshot_interval: int = Field(default=300, ge=1)
+    portfolio_initial_cash: Decimal = Field(default=Decimal(10000), gt=0)
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _normalise_case(cls, value: Any) -> Any:
@@ -89,7 +97,9 @@ class Settings(BaseSettings):
             return value
         return value.strip().upper() if value.strip().upper() in _LEVELS else value.strip().lower()
 
-    @field_validator("redis_url", "database_url", "strategies_extra_dir", mode="before")
+    @field_validator(
+        "redis_url", "database_url", "strategies_extra_dir", "strategy_engine_config", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
