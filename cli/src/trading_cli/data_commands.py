@@ -217,17 +217,12 @@ def print_summaries(rows: list[CandleSeriesSummary]) -> None:
     if not rows:
         console.print("No candles stored yet: import some with `trading data import FILE`.")
         return
-    table = Table(title="Stored candles")
-    for name, justify in (
-        ("symbol", "left"),
-        ("interval", "left"),
-        ("first (UTC)", "left"),
-        ("last (UTC)", "left"),
-        ("rows", "right"),
-        ("gaps", "right"),
-        ("missing candles", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    # Compact enough for an 80-column terminal without cutting a date.
+    table = Table(title="Stored candles", box=None, pad_edge=False, header_style="bold underline")
+    for name in ("symbol", "interval", "first (UTC)", "last (UTC)"):
+        table.add_column(name, no_wrap=True)
+    for name in ("rows", "gaps", "missing"):
+        table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row.symbol,
