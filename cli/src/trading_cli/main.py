@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import typer
 
-from trading_cli import backtest_commands, data_commands, db_commands, demo, strategies_commands
+from trading_cli import (
+    backtest_commands,
+    data_commands,
+    db_commands,
+    demo,
+    simulator_commands,
+    strategies_commands,
+)
 
 app = typer.Typer(
     name="trading",
@@ -20,6 +27,7 @@ app.add_typer(strategies_commands.app, name="strategies")
 app.add_typer(backtest_commands.app, name="backtest")
 app.add_typer(db_commands.app, name="db")
 app.command("demo")(demo.demo)
+app.command("simulator")(simulator_commands.simulator)
 
 
 @app.callback()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -117,3 +119,23 @@ class Simulator:
             else:
                 await asyncio.sleep(stage_seconds)
             await self.core.step()
+
+
+async def serve_until_stopped(
+    simulator: Simulator,
+    host: str,
+    port: int,
+    on_started: Callable[[Simulator], None] | None = None,
+) -> None:
+    """Run `simulator` on `host`:`port` until SIGINT/SIGTERM, then stop it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await simulator.start(host, port)
+    try:
+        if on_started is not None:
+            on_started(simulator)
+        await stop.wait()
+    finally:
+        await simulator.stop()
