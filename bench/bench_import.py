@@ -3,19 +3,19 @@
     uv run --frozen python bench/bench_import.py [--file PATH] [--repeat N]
 
 Uses DATABASE_URL when set, else the embedded PostgreSQL. Creates a scratch database,
-runs everything there and drops it. Each measurement is the best of --repeat runs (the
-machine is shared, so the best run is the least disturbed one). Measured, on
+runs everything there and drops it. Each case runs once per round, --repeat rounds, and
+keeps its best time (the machine is shared: the best run is the least disturbed one). Measured, on
 ../shared/data/BTCUSDT-15m.csv.gz by default:
 
 - platform import: `import_candle_file` into an empty `candles` table: gunzip, parse,
-  validate, build `Candle` models, `shared.db.upsert_candles`, commit (what
-  `trading data import` runs, without the progress bar);
-- parse only: gunzip + parse + validate (`read_candle_file`), then also building the models;
-- upsert only: `upsert_candles` of the ready-made models into an empty `candles` table;
-- peers: PostgreSQL COPY of the same rows into an empty table, (a) COPY FROM the CSV text
-  (server-side parsing; the file already decompressed in memory) into a table shaped like
-  the file, and (b) asyncpg `copy_records_to_table` of ready-made tuples into a table like
-  `candles` (same columns and primary key).
+  validate, store by text COPY, commit, gap report (what `trading data import` runs,
+  without the progress bar), then the same file again (every candle already stored);
+- its parts: parse only, parse + the COPY text, store only (`store_batch`);
+- the alternative through `Candle` models and `shared.db.upsert_candles`;
+- peers: PostgreSQL COPY of the same rows into an empty table: COPY FROM the file's CSV
+  text (decompressed beforehand) into a table of the file's shape; asyncpg
+  `copy_records_to_table` of ready-made tuples into a table like `candles`; COPY FROM the
+  importer's CSV text into a table like `candles`.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class CandleBatch:
         return [datetime.fromtimestamp(ms // 1000, UTC) for ms in self.open_time_ms.tolist()]
 
     def to_candles(self, symbol: str, interval: str) -> list[Candle]:
-        """The rows as `Candle` models (pydantic-validated once more, cheaply)."""
+        """The rows as `Candle` models (validated once more by pydantic; ~10 µs a row)."""
         size = len(self)
         quote_volumes = (
             [None] * size if self.quote_volume is None else self.quote_volume.to_pylist()
