@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,8 +24,11 @@ from shared.exchange import (
     ExchangeAuthError,
     FilterRejectedError,
     OrderRequest,
+    TradingHaltedError,
     TransientExchangeError,
+    classify_ccxt_error,
 )
+from shared.exchange.parsers import ms_to_datetime
 from shared.models import OrderStatus, OrderType, Side, Signal
 from shared.resilience import CircuitBreaker, CircuitOpenError, CircuitState
 from shared.testing.virtual_time import VirtualTime
@@ -143,8 +146,6 @@ async def exchange(
 
 
 def signal(n: int, quantity: str = "0.001", side: Side = Side.BUY) -> Signal:
-    from datetime import UTC, datetime
-
     return Signal(
         id=f"{n:032x}",
         strategy="test",
@@ -175,8 +176,6 @@ async def test_adapter_does_everything_the_platform_needs_on_loopback_only(
     await exchange.load_markets()
     state = await sim.control.state()
     now_open_ms = state["replay"]["current_open_time"]
-    from shared.exchange.parsers import ms_to_datetime
-
     candles = await exchange.fetch_klines(
         SYMBOL,
         "1m",
@@ -342,3 +341,68 @@ async def test_five_500s_open_the_breaker_the_next_call_fails_at_once_a_trial_cl
         await vt.advance(30.0)
         assert (await adapter.fetch_balances())["USDT"].free == Decimal("10000")
         assert breaker.state is CircuitState.CLOSED
+
+
+async def test_a_notional_violation_sent_raw_is_refused_by_the_simulator_and_mapped_by_name(
+    exchange: BinanceExchange,
+):
+    await exchange.load_markets()
+    # Bypass our pre-check: ccxt straight to the simulator with a tiny market order.
+    with pytest.raises(ccxt.BaseError) as raised:
+        await exchange.ccxt.create_order(
+            "BTC/USDT", "market", "buy", "0.00001", None, {"newClientOrderId": "raw-tiny"}
+        )
+    error = classify_ccxt_error(raised.value, None, exchange.ccxt.last_http_response)
+    assert isinstance(error, FilterRejectedError)
+    assert (error.code, error.filter_name) == (-1013, "NOTIONAL")
+
+
+async def test_execution_status_unknown_on_create_is_resolved_by_lookup_not_by_resending(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    await exchange.load_markets()
+    await sim.control.add_fault("exec_unknown", path="/api/v3/order", method="POST", times=1)
+    result = await exchange.submit_order(OrderRequest.from_signal(signal(42)), lookup_first=False)
+    assert result.found_by_lookup
+    assert result.order.status is OrderStatus.FILLED
+    orders = await sim.control.orders(api_key=sim.api_key)
+    assert [o["clientOrderId"] for o in orders] == [result.order.client_order_id]
+    posts = [r for r in await sim.control.requests() if r["method"] == "POST"]
+    assert len(posts) == 1
+
+
+async def test_418_halts_trading_alerts_once_and_refuses_orders_without_sending(
+    exchange: BinanceExchange, sim: RunningSimulator, alerts: list[str]
+):
+    await exchange.load_markets()
+    await sim.control.add_fault("http_418", path="/api/v3/order", times=1, retry_after=120)
+    with pytest.raises(TradingHaltedError) as caught:
+        await exchange.submit_order(OrderRequest.from_signal(signal(1)), lookup_first=False)
+    assert caught.value.retry_after == 120.0
+    assert exchange.trading_halted is not None
+    assert len(alerts) == 1 and "418" in alerts[0]
+    seen = len(await sim.control.requests())
+    with pytest.raises(TradingHaltedError):
+        await exchange.submit_order(OrderRequest.from_signal(signal(2)))
+    assert len(await sim.control.requests()) == seen
+    assert await sim.control.orders(api_key=sim.api_key) == []
+
+
+async def test_kline_history_is_paged_1000_at_a_time_without_gaps_or_repeats(
+    session: aiohttp.ClientSession,
+):
+    series = synthetic_candles(SYMBOL, 2600)
+    async with running_simulator(series, history=2550) as running:
+        adapter = BinanceExchange(sim_settings(running), session=session, enable_rate_limit=False)
+        async with adapter:
+            pages: list[int] = []
+            candles = await adapter.fetch_klines(
+                SYMBOL, "1m", series[10].open_time, series[2509].open_time, on_page=pages.append
+            )
+            klines_requests = [
+                r for r in await running.control.requests() if r["path"] == "/api/v3/klines"
+            ]
+    assert [c.open_time for c in candles] == [c.open_time for c in series[10:2510]]
+    assert [c.close for c in candles] == [c.close for c in series[10:2510]]
+    assert pages == [1000, 2000, 2500]
+    assert len(klines_requests) == 3
