@@ -1,0 +1,54 @@
+"""The strategy-engine service: ``python -m strategy_engine``.
+
+Reads the settings and the engine config (STRATEGY_ENGINE_CONFIG; a bad one is one line on
+stderr and exit status 2), warms the strategies up from PostgreSQL, then consumes the
+candles stream in the group "strategy-engine" and publishes signals (see `engine`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable
+
+from shared.config import SettingsError, load_settings
+from shared.models import Candle
+from shared.service import EXIT_SETTINGS, ServiceContext, TasksFactory, run_service
+from shared.streams import CANDLES
+
+from strategy_engine.engine import SERVICE, StrategyEngine
+from strategy_engine.instances import EngineConfigError, StrategyInstance, load_instances
+
+
+def build_tasks(instances: list[StrategyInstance]) -> TasksFactory:
+    """The service's tasks factory for `shared.service.serve`, running ``instances``."""
+
+    async def tasks(ctx: ServiceContext) -> list[Awaitable[None]]:
+        assert ctx.database is not None
+        engine = StrategyEngine(
+            instances,
+            sessions=ctx.database.sessions,
+            bus=ctx.bus,
+            notifier=ctx.notifier,
+            service=ctx.name,
+        )
+        await engine.start()
+        consumer = ctx.consumer(CANDLES, engine.on_candle, accept=[Candle])
+        return [consumer.run()]
+
+    return tasks
+
+
+def main() -> None:
+    """Run the service until SIGTERM (exit 0) or a crash (exit 1)."""
+    try:
+        settings = load_settings()
+        instances = load_instances(settings.strategy_engine_config, settings.strategies_extra_dir)
+    except (SettingsError, EngineConfigError) as exc:
+        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_SETTINGS)
+    run_service(
+        SERVICE,
+        build_tasks(instances),
+        settings=settings,
+        bus_namespace=settings.bus_namespace,
+    )
