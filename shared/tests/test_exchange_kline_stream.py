@@ -172,3 +172,26 @@ async def test_after_a_drop_the_consumer_reconnects_and_rest_fills_the_gap_exact
         expected = SERIES[symbol][HISTORY : HISTORY + 6]
         assert sorted(ohlcv(c) for c in mine) == [ohlcv(c) for c in expected]
     assert len(backfilled) == 9  # 3 gap candles for each of 3 symbols
+
+
+async def test_server_pings_are_answered_so_the_connection_survives_many_of_them():
+    # The simulator pings every 50 ms and drops a connection whose pong is 25 ms late;
+    # our own heartbeat is off, so only autoping keeps it alive.
+    async with running_simulator(SERIES, history=HISTORY, ping_interval=0.05) as running:
+        queue: asyncio.Queue[Candle] = asyncio.Queue()
+        stream = KlineStream(
+            running.ws_url, [("BTCUSDT", "1m")], on_candle=queue.put_nowait, heartbeat=None
+        )
+        task = asyncio.create_task(stream.run())
+        try:
+            async with asyncio.timeout(10):
+                await stream.connected_event.wait()
+            await asyncio.sleep(1.0)  # twenty ping intervals pass (the scenario, not a wait)
+            assert stream.state is ConnectionState.CONNECTED
+            assert stream.reconnections == 0
+            await running.control.advance(1)
+            [candle] = await closed_candles(queue, 1)
+            assert ohlcv(candle) == ohlcv(SERIES["BTCUSDT"][HISTORY])
+        finally:
+            await stream.stop()
+            await task
