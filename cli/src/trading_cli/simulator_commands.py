@@ -10,6 +10,7 @@ BINANCE_WS_URL=ws://127.0.0.1:8900. The control API is under /_sim/ (see
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trading_cli.data_commands import fail, resolve_series, settings_or_exit
+from trading_cli.data_commands import fail, resolve_series, settings_or_exit, with_database
 
 if TYPE_CHECKING:
     from exchange_simulator.app import Simulator
@@ -98,11 +99,51 @@ def load_series(
     return series
 
 
+def load_from_database(
+    symbols: list[str], interval: str | None, start: datetime | None, end: datetime | None
+) -> dict[str, list[Candle]]:
+    """The stored candles of each symbol in [start, end) (naive times are UTC)."""
+    from shared.db import Database, candles_between
+
+    if not symbols or interval is None:
+        raise fail(
+            "--from-db needs --symbol (one or more) and --interval, "
+            "e.g. --symbol BTCUSDT --interval 1m"
+        )
+    start = start.replace(tzinfo=UTC) if start and start.tzinfo is None else start
+    end = end.replace(tzinfo=UTC) if end and end.tzinfo is None else end
+
+    async def read(database: Database) -> dict[str, list[Candle]]:
+        async with database.sessions() as session:
+            return {
+                s.upper(): await candles_between(session, s.upper(), interval, start, end)
+                for s in symbols
+            }
+
+    series = with_database(settings_or_exit(), read)
+    empty = [s for s, candles in series.items() if not candles]
+    if empty:
+        raise fail(
+            f"the database holds no {interval} candles of {', '.join(empty)} in that range: "
+            "import some with `trading data import`"
+        )
+    return series
+
+
 def simulator(
     data: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option("--data", help="Candle file (CSV, gzip, zip, Parquet); repeatable."),
-    ],
+    ] = None,
+    from_db: Annotated[
+        bool, typer.Option("--from-db", help="Replay the database's candles instead of files.")
+    ] = False,
+    start: Annotated[
+        datetime | None, typer.Option(help="With --from-db: first open time (UTC).")
+    ] = None,
+    end: Annotated[
+        datetime | None, typer.Option(help="With --from-db: open times before this (UTC).")
+    ] = None,
     symbol: Annotated[
         list[str] | None,
         typer.Option(help="Symbol of each --data file, in order (default: from the file name)."),
@@ -156,7 +197,12 @@ def simulator(
             )
         keys = {key: secret}
     balances = parse_balances(balance or []) or dict(DEFAULT_BALANCES)
-    series = load_series(data, symbol or [], interval)
+    if from_db:
+        series = load_from_database(symbol or [], interval, start, end)
+    elif data:
+        series = load_series(data, symbol or [], interval)
+    else:
+        raise fail("nothing to replay: pass --data FILE (repeatable) or --from-db")
     first = next(iter(series.values()))[0]
     setup = SimulatorSetup(
         candles=series,

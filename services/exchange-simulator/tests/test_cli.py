@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from exchange_simulator.testing import synthetic_candles
 from shared.candle_io import CANDLE_COLUMNS
 from trading_cli.main import app
@@ -91,3 +92,23 @@ def test_missing_file_is_named(tmp_path) -> None:
     )
     assert result.exit_code == 1
     assert "no candle file at" in result.output
+
+
+def test_from_db_replays_the_stored_candles(migrated_database_url, monkeypatch) -> None:
+    from shared.db import create_engine, create_sessionmaker, upsert_candles
+    from trading_cli.simulator_commands import load_from_database
+
+    candles = synthetic_candles("BTCUSDT", 10)
+
+    async def store() -> None:
+        engine = create_engine(migrated_database_url)
+        async with create_sessionmaker(engine).begin() as session:
+            await upsert_candles(session, candles)
+        await engine.dispose()
+
+    asyncio.run(store())
+    monkeypatch.setenv("DATABASE_URL", migrated_database_url)
+    start = candles[2].open_time.replace(tzinfo=None)
+    assert load_from_database(["btcusdt"], "1m", start, None) == {"BTCUSDT": candles[2:]}
+    with pytest.raises(typer.Exit):
+        load_from_database(["ETHUSDT"], "1m", None, None)

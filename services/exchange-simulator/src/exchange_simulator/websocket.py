@@ -93,6 +93,10 @@ class StreamConnection:
         self.writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.writer
+        # Release anyone waiting in `drain()` for messages that will never be sent.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
 
 
 class StreamHub:
@@ -123,8 +127,9 @@ class StreamHub:
     async def close_all(self) -> int:
         """Close every connection (code 1001, going away); how many there were."""
         connections = list(self.connections)
-        for connection in connections:
-            await connection.ws.close(code=1001, message=b"closed by the simulator")
+        await asyncio.gather(
+            *(c.ws.close(code=1001, message=b"closed by the simulator") for c in connections)
+        )
         return len(connections)
 
     async def _notify(self) -> None:
