@@ -83,6 +83,8 @@ async def import_candle_file(
     the database are left as they are and counted as already present. `block_bytes` is how
     much of a CSV is parsed, checked and sent to the database at a time.
     """
+    if not (symbol.isalnum() and symbol.isupper()):
+        raise ValueError(f"symbol {symbol!r} must be upper-case letters and digits, e.g. BTCUSDT")
     source = detect_source(path)
     reader = CandleReader(source, block_bytes=block_bytes)
     validator = CandleValidator(path, interval)

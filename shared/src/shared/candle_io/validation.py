@@ -168,7 +168,8 @@ def _whole_numbers(name: str, array: pa.Array, problems: _Problems) -> tuple[Int
     """Integer column (times, trade counts) and its validity mask; junk is reported."""
     valid = np.asarray(array.is_valid())
     if pa.types.is_timestamp(array.type):
-        as_us = pc.cast(array.cast(pa.timestamp("us", tz=array.type.tz)), pa.int64())
+        # Sub-microsecond digits are dropped: no kline grid is that fine.
+        as_us = pc.cast(array.cast(pa.timestamp("us", tz=array.type.tz), safe=False), pa.int64())
         return np.asarray(as_us.fill_null(0).to_numpy()), valid
     try:
         ints = pc.cast(array, pa.int64())
