@@ -297,6 +297,31 @@ async def test_prices_come_back_exact_and_times_utc_aware(sessions) -> None:
     assert stored.open_time == datetime(2024, 5, 1, 0, 30, tzinfo=UTC)
 
 
+async def test_bulk_path_keeps_extreme_values_and_nulls_exact(sessions) -> None:
+    tiny = Decimal("0.00000001")
+    huge = Decimal("123456789012345678901234567890.123456789012345678")
+    candles = make_candles(COPY_THRESHOLD + 1)
+    candles[0] = candles[0].model_copy(
+        update={"open": tiny, "high": huge, "low": tiny, "quote_volume": None, "trades": None}
+    )
+    candles[1] = candles[1].model_copy(update={"close": huge, "volume": tiny, "closed": False})
+    async with sessions.begin() as session:
+        assert await upsert_candles(session, candles) == len(candles)  # the COPY path
+
+    async with sessions() as session:
+        stored = await candles_between(session, "BTCUSDT", "1m")
+    assert stored == candles
+    assert (stored[0].open, stored[0].high, stored[0].quote_volume, stored[0].trades) == (
+        tiny,
+        huge,
+        None,
+        None,
+    )
+    assert str(stored[1].close) == str(huge)
+    assert stored[1].closed is False
+    assert all(candle.open_time.utcoffset() == timedelta(0) for candle in stored)
+
+
 async def test_gaps_and_summary_per_series(sessions) -> None:
     btc = make_candles(10)
     del btc[3:6]  # 3 missing after the third candle
