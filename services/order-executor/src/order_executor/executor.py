@@ -1,0 +1,368 @@
+"""The order executor: signals → risk rules → an order per signal → fills → order events.
+
+One `OrderExecutor` handles both streams it reads, one event at a time (a lock), so the
+account and the risk state see candles and signals in the order they were handled:
+
+- a candle of symbol S: dry-run orders of S waiting for a price fill at its open (the
+  backtest's "signal of candle t fills at the open of candle t+1"); the portfolio value is
+  marked to its close and fed to the daily loss limit; a position of S that fell
+  RISK_STOP_LOSS_PCT below its entry gets a stop-loss SELL (filled at the next open in dry run,
+  sent at once live);
+- a signal: its client order id is derived from the signal id, so a redelivered signal finds
+  its order stored and places nothing; a BUY passes the risk rules (reduced or rejected, the
+  reason counted); the order is stored PENDING *before* anything is sent, then filled by the
+  paper account (DRY_RUN=true) or sent to the exchange (`LiveBroker`, DRY_RUN=false).
+
+Every state change is committed, then published on the ``orders`` stream (the `Order`, and a
+`Trade` per fill), counted in ``orders_total{status,side}`` when final, and sent to Telegram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+import structlog
+from shared.bus import EventBus
+from shared.db import add_trade, create_order, get_order, list_orders, list_trades, update_order
+from shared.exchange import client_order_id_for_signal
+from shared.fill_model import Fill, FillModel
+from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
+from shared.models import Candle, Order, OrderStatus, OrderType, Side, Signal, Trade
+from shared.notifier import TelegramNotifier
+from shared.paper_account import PaperAccount
+from shared.streams import ORDERS
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from order_executor.risk import RiskManager
+from order_executor.risk_store import RiskStateStore
+
+__all__ = ["STOP_LOSS_REASON", "Broker", "OrderExecutor", "Outcome"]
+
+log = structlog.get_logger("order_executor")
+
+STOP_LOSS_REASON = "stop_loss"
+"""The ``reason`` label counted in risk_rejections_total when a stop loss sells a position."""
+QUOTE_ASSET = "USDT"
+RECENT_CANDLES = 8
+OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.SENT, OrderStatus.PARTIALLY_FILLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a broker made of an order: its new state and the fills it got."""
+
+    order: Order
+    trades: tuple[Trade, ...] = ()
+
+
+class Broker(Protocol):
+    """Sends a stored PENDING order to an exchange and reports what became of it."""
+
+    async def execute(self, order: Order) -> Outcome: ...
+
+    async def reconcile(self, order: Order) -> Outcome: ...
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A dry-run order waiting for the first candle of its symbol after `after`."""
+
+    order: Order
+    after: datetime
+
+
+class OrderExecutor:
+    """Handles signals and candles; `broker=None` is dry run (fills by the paper account)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        risk: RiskManager,
+        fill_model: FillModel,
+        initial_cash: Decimal,
+        broker: Broker | None = None,
+        risk_store: RiskStateStore | None = None,
+        notifier: TelegramNotifier | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.risk = risk
+        self.fill_model = fill_model
+        self.initial_cash = initial_cash
+        self.account = PaperAccount(initial_cash, fill_model)
+        self.broker = broker
+        self.risk_store = risk_store
+        self.notifier = notifier
+        self.clock = clock
+        self.marks: dict[str, Decimal] = {}
+        self._recent: dict[str, deque[Candle]] = {}
+        self._waiting: list[_Waiting] = []
+        self._lock = asyncio.Lock()
+
+    @property
+    def dry_run(self) -> bool:
+        return self.broker is None
+
+    # --- start: rebuild what memory held ------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the account from the stored fills, load the risk state, and take up every
+        order that is not final: dry run waits for the next candle; live reconciles each with
+        the exchange by its client order id (sent before a crash, or never sent)."""
+        async with self.sessions() as session:
+            trades = await list_trades(session)
+            unfinished = await list_orders(session, statuses=OPEN_STATUSES)
+        self.account = PaperAccount.replay(
+            self.initial_cash, self.fill_model, (self._quote_fee(t) for t in trades)
+        )
+        if self.risk_store is not None:
+            self.risk.state = await self.risk_store.load()
+        for order in unfinished:
+            if self.broker is None:
+                # The signal's candle is unknown here: the next candle of the symbol fills it.
+                self._waiting.append(_Waiting(order, datetime.min.replace(tzinfo=UTC)))
+            else:
+                await self._finish(await self.broker.reconcile(order))
+        log.info(
+            "order executor ready",
+            dry_run=self.dry_run,
+            trades=len(trades),
+            unfinished_orders=len(unfinished),
+            cash=str(self.account.cash),
+        )
+
+    # --- signals -------------------------------------------------------------------------
+
+    async def on_signal(self, signal: Signal) -> Order:
+        """Make (at most) one order for `signal`; returns it as stored."""
+        async with self._lock:
+            client_order_id = client_order_id_for_signal(signal.id)
+            async with self.sessions() as session:
+                stored = await get_order(session, client_order_id)
+            if stored is not None:
+                # Redelivered: nothing new. A live order left unfinished (the exchange was
+                # unreachable) is taken up again; the broker looks it up before sending.
+                if self.broker is not None and not stored.status.is_final:
+                    return await self._finish(await self.broker.execute(stored))
+                return stored
+            order = self._order_for(signal, client_order_id)
+            return await self._place(order, after=signal.candle_time)
+
+    def _order_for(self, signal: Signal, client_order_id: str) -> Order:
+        quantity = signal.quantity
+        status, reason = OrderStatus.PENDING, signal.reason or None
+        if signal.side is Side.BUY:
+            prices = {**self.marks, signal.symbol: signal.price}
+            decision = self.risk.check_order(
+                Side.BUY,
+                quantity,
+                signal.price,
+                position_quantity=self.account.position(signal.symbol),
+                portfolio_value=self.account.equity(prices),
+            )
+            if decision.reason is not None:
+                RISK_REJECTIONS_TOTAL.labels(decision.reason.value).inc()
+                reason = f"risk: {decision.reason.value}"
+                log.info(
+                    "risk rule applied",
+                    signal_id=signal.id,
+                    rule=decision.reason.value,
+                    requested=str(signal.quantity),
+                    allowed=str(decision.quantity),
+                )
+            if decision.approved:
+                quantity = decision.quantity
+            else:
+                status = OrderStatus.REJECTED
+        now = self.clock()
+        return Order(
+            client_order_id=client_order_id,
+            signal_id=signal.id,
+            strategy=signal.strategy,
+            symbol=signal.symbol,
+            side=signal.side,
+            type=OrderType.MARKET,
+            quantity=quantity,
+            price=signal.price,  # the reference price (NOTIONAL check); a MARKET order sends none
+            status=status,
+            reason=reason,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _place(self, order: Order, *, after: datetime) -> Order:
+        """Store the order (PENDING or REJECTED), publish it, then fill or send it."""
+        async with self.sessions.begin() as session:
+            stored = await create_order(session, order)
+        if stored != order:  # another instance made it first: theirs stands
+            return stored
+        await self._save_risk_state()
+        if stored.status.is_final:
+            await self._announce(stored, ())
+            return stored
+        await self.bus.publish(ORDERS, stored)
+        if self.broker is not None:
+            return await self._finish(await self.broker.execute(stored))
+        waiting = _Waiting(stored, after)
+        candle = self._next_candle(stored.symbol, after)
+        if candle is None:
+            self._waiting.append(waiting)
+            return stored
+        return await self._fill_on_paper(stored, candle)
+
+    def _next_candle(self, symbol: str, after: datetime) -> Candle | None:
+        """The first candle of `symbol` seen that opened after `after` (a late signal)."""
+        for candle in self._recent.get(symbol, ()):
+            if candle.open_time > after:
+                return candle
+        return None
+
+    # --- candles -------------------------------------------------------------------------
+
+    async def on_candle(self, candle: Candle) -> None:
+        """Fill waiting dry-run orders at the open, mark to the close, check the risk rules."""
+        if not candle.closed:
+            return
+        async with self._lock:
+            recent = self._recent.setdefault(candle.symbol, deque(maxlen=RECENT_CANDLES))
+            if recent and candle.open_time <= recent[-1].open_time:
+                return  # redelivered or out of date: already accounted for
+            recent.append(candle)
+            due = [
+                w
+                for w in self._waiting
+                if w.order.symbol == candle.symbol and candle.open_time > w.after
+            ]
+            for waiting in due:
+                self._waiting.remove(waiting)
+                await self._fill_on_paper(waiting.order, candle)
+            self.marks[candle.symbol] = candle.close
+            value = self.account.equity(self.marks)
+            self.risk.observe_portfolio_value(candle.close_time, value)
+            await self._check_stop_loss(candle)
+            await self._save_risk_state()
+
+    async def _check_stop_loss(self, candle: Candle) -> None:
+        symbol = candle.symbol
+        held = self.account.position(symbol)
+        if not self.risk.stop_loss_triggered(
+            position_quantity=held,
+            avg_entry_price=self.account.avg_entry_price(symbol),
+            price=candle.close,
+        ):
+            return
+        RISK_REJECTIONS_TOTAL.labels(STOP_LOSS_REASON).inc()
+        stamp = int(candle.open_time.timestamp() * 1000)
+        now = self.clock()
+        order = Order(
+            client_order_id=client_order_id_for_signal(f"stop-loss-{symbol}-{stamp}"),
+            symbol=symbol,
+            side=Side.SELL,
+            quantity=held,
+            price=candle.close,
+            reason=f"risk: {STOP_LOSS_REASON}",
+            created_at=now,
+            updated_at=now,
+        )
+        log.warning("stop loss triggered", symbol=symbol, quantity=str(held))
+        await self._place(order, after=candle.open_time)
+
+    # --- fills ---------------------------------------------------------------------------
+
+    async def _fill_on_paper(self, order: Order, candle: Candle) -> Order:
+        """Fill a dry-run order at `candle`'s open with the shared fill model."""
+        account = self.account
+        if order.side is Side.BUY:
+            fill = account.buy(order.symbol, order.quantity, candle.open)
+            nothing = "not enough cash for one quantity step"
+        else:
+            fill = account.sell(order.symbol, order.quantity, candle.open)
+            nothing = "nothing held to sell"
+        if fill is None:
+            done = order.model_copy(
+                update={
+                    "status": OrderStatus.REJECTED,
+                    "reason": nothing,
+                    "updated_at": candle.open_time,
+                }
+            )
+            return await self._finish(Outcome(done))
+        done = order.model_copy(
+            update={
+                "status": OrderStatus.FILLED,
+                "filled_quantity": fill.quantity,
+                "avg_fill_price": fill.price,
+                "fee": fill.fee,
+                "fee_asset": QUOTE_ASSET,
+                "updated_at": candle.open_time,
+            }
+        )
+        trade = Trade(
+            trade_id=f"{order.client_order_id}-1",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=fill.quantity,
+            price=fill.price,
+            fee=fill.fee,
+            fee_asset=QUOTE_ASSET,
+            time=candle.open_time,
+        )
+        return await self._finish(Outcome(done, (trade,)), booked=True)
+
+    async def _finish(self, outcome: Outcome, *, booked: bool = False) -> Order:
+        """Commit the order's new state and its fills, book them, publish and report."""
+        order = outcome.order
+        async with self.sessions.begin() as session:
+            before = await get_order(session, order.client_order_id)
+            stored = await update_order(session, order)
+            new_trades = [t for t in outcome.trades if await add_trade(session, t)]
+        if not booked:  # live fills: the account follows the exchange
+            for trade in new_trades:
+                fee = self._quote_fee(trade).fee
+                notional = trade.quantity * trade.price
+                fill = Fill(trade.side, trade.quantity, trade.price, notional, fee)
+                self.account.apply(trade.symbol, fill)
+        if before is not None and before.status == stored.status and not new_trades:
+            return stored  # nothing changed (a reconcile that found what we knew)
+        await self._announce(stored, new_trades)
+        return stored
+
+    async def _announce(self, order: Order, trades: list[Trade] | tuple[Trade, ...]) -> None:
+        await self.bus.publish(ORDERS, order)
+        for trade in trades:
+            await self.bus.publish(ORDERS, trade)
+        if order.status.is_final:
+            ORDERS_TOTAL.labels(order.status.value, order.side.value).inc()
+            if self.notifier is not None:
+                self.notifier.send_order(order)
+        log.info(
+            "order updated",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side.value,
+            status=order.status.value,
+            filled=str(order.filled_quantity),
+            price=None if order.avg_fill_price is None else str(order.avg_fill_price),
+            reason=order.reason,
+        )
+
+    @staticmethod
+    def _quote_fee(trade: Trade) -> Trade:
+        """The trade with its fee in USDT (Binance charges a BUY's fee in the base asset)."""
+        if trade.fee_asset in (None, QUOTE_ASSET) or not trade.fee:
+            return trade
+        return trade.model_copy(update={"fee": trade.fee * trade.price, "fee_asset": QUOTE_ASSET})
+
+    async def _save_risk_state(self) -> None:
+        if self.risk_store is not None:
+            await self.risk_store.save(self.risk.state)

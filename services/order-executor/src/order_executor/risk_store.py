@@ -1,0 +1,35 @@
+"""Where the executor keeps its `RiskState` between restarts: one JSON value in Redis.
+
+The daily loss limit must hold for the rest of the UTC day even if the executor restarts,
+so the state (the day, its starting value, whether BUYs are halted) is written after every
+change and read back at start. Redis is the executor's own durable store here (the bus lives
+there too); a lost state only means the day's halt is recomputed from the next candles.
+"""
+
+from __future__ import annotations
+
+import json
+
+from redis.asyncio import Redis
+
+from order_executor.risk import RiskState
+
+__all__ = ["RiskStateStore"]
+
+
+class RiskStateStore:
+    """Loads and saves the executor's `RiskState` under ``{namespace}order-executor:risk``."""
+
+    def __init__(self, redis: Redis, namespace: str = "") -> None:
+        self.redis = redis
+        self.key = f"{namespace}order-executor:risk"
+
+    async def load(self) -> RiskState:
+        """The saved state, or a fresh one when none was saved."""
+        raw = await self.redis.get(self.key)
+        if raw is None:
+            return RiskState()
+        return RiskState.from_dict(json.loads(raw))
+
+    async def save(self, state: RiskState) -> None:
+        await self.redis.set(self.key, json.dumps(state.to_dict()))

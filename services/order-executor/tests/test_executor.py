@@ -1,0 +1,253 @@
+"""The order executor in dry run on real PostgreSQL and Redis: idempotence, risk rules, parity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from backtester.engine import BacktestConfig, BacktestEngine
+from exchange_simulator.replay import load_candles
+from order_executor.executor import STOP_LOSS_REASON, OrderExecutor
+from order_executor.risk import RiskLimits, RiskManager, RiskReason
+from order_executor.risk_store import RiskStateStore
+from redis.asyncio import Redis
+from shared.bus import EventBus
+from shared.bus_envelope import decode
+from shared.db import create_engine, create_sessionmaker, list_orders, list_trades
+from shared.fill_model import FillModel
+from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
+from shared.models import Candle, Order, OrderStatus, Side, Signal, Trade
+from shared.streams import ORDERS
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from strategy_engine.plugin_loader import load_strategy
+
+D = Decimal
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+async def sessions(migrated_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(migrated_database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis(redis_server_url: str, redis_namespace: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server_url)
+    yield client
+    keys = [key async for key in client.scan_iter(match=redis_namespace + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def make_executor(
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    namespace: str,
+    limits: RiskLimits | None = None,
+    cash: str = "10000",
+) -> OrderExecutor:
+    return OrderExecutor(
+        sessions=sessions,
+        bus=EventBus(redis, namespace=namespace),
+        risk=RiskManager(limits or RiskLimits()),
+        fill_model=FillModel(),
+        initial_cash=D(cash),
+        risk_store=RiskStateStore(redis, namespace),
+        clock=lambda: T0,
+    )
+
+
+def candle(index: int, open_: str, close: str, symbol: str = "BTCUSDT") -> Candle:
+    return Candle(
+        symbol=symbol,
+        interval="1m",
+        open_time=T0 + index * MINUTE,
+        open=D(open_),
+        high=max(D(open_), D(close)),
+        low=min(D(open_), D(close)),
+        close=D(close),
+        volume=D(1),
+    )
+
+
+def signal(at: Candle, side: Side, quantity: str, sid: str) -> Signal:
+    return Signal(
+        id=sid,
+        strategy="test",
+        symbol=at.symbol,
+        interval=at.interval,
+        side=side,
+        quantity=D(quantity),
+        price=at.close,
+        candle_time=at.open_time,
+    )
+
+
+async def published(redis: Redis, namespace: str) -> list[Order | Trade]:
+    entries = await redis.xrange(namespace + ORDERS)
+    return [decode(fields).event for _, fields in entries]  # type: ignore[misc]
+
+
+async def test_redelivered_signal_places_no_second_order(sessions, redis, redis_namespace):
+    executor = make_executor(sessions, redis, redis_namespace)
+    await executor.start()
+    first = candle(0, "100", "100")
+    await executor.on_candle(first)
+    buy = signal(first, Side.BUY, "2", "sig-a")
+    placed = await executor.on_signal(buy)
+    again = await executor.on_signal(buy)  # the bus delivers it a second time
+    assert again == placed and placed.status is OrderStatus.PENDING
+    await executor.on_candle(candle(1, "101", "102"))
+    await executor.on_signal(buy)  # and once more after it filled
+    async with sessions() as session:
+        orders = await list_orders(session)
+        trades = await list_trades(session)
+    assert len(orders) == 1 and orders[0].status is OrderStatus.FILLED
+    assert [(t.quantity, t.price, t.fee) for t in trades] == [(D(2), D(101), D("0.202"))]
+    assert executor.account.cash == D(10000) - D(202) - D("0.202")
+    events = await published(redis, redis_namespace)
+    assert [type(e).__name__ for e in events] == ["Order", "Order", "Trade"]
+    assert [e.status for e in events if isinstance(e, Order)] == ["PENDING", "FILLED"]
+
+
+async def test_a_restarted_executor_rebuilds_cash_and_fills_the_waiting_order(
+    sessions, redis, redis_namespace
+):
+    executor = make_executor(sessions, redis, redis_namespace)
+    await executor.start()
+    c0 = candle(0, "100", "100")
+    await executor.on_candle(c0)
+    await executor.on_signal(signal(c0, Side.BUY, "1", "sig-1"))
+    c1 = candle(1, "100", "100")
+    await executor.on_candle(c1)
+    await executor.on_signal(signal(c1, Side.SELL, "1", "sig-2"))  # waits for a candle
+    restarted = make_executor(sessions, redis, redis_namespace)
+    await restarted.start()  # "crashed" with sig-2 stored PENDING
+    assert restarted.account.position("BTCUSDT") == 1
+    assert restarted.account.cash == executor.account.cash
+    await restarted.on_candle(candle(2, "110", "110"))
+    async with sessions() as session:
+        orders = await list_orders(session)
+    assert [o.status for o in orders] == [OrderStatus.FILLED, OrderStatus.FILLED]
+    assert restarted.account.position("BTCUSDT") == 0
+    assert restarted.account.cash == D(10000) - D("100.1") + D(110) - D("0.11")
+
+
+def rejections(reason: str) -> float:
+    return RISK_REJECTIONS_TOTAL.labels(reason)._value.get()
+
+
+async def test_max_position_size_reduces_then_rejects_a_buy_and_counts_both(
+    sessions, redis, redis_namespace
+):
+    executor = make_executor(
+        sessions, redis, redis_namespace, RiskLimits(max_position_size=D("0.1")), cash="1000"
+    )
+    await executor.start()
+    before = rejections(RiskReason.MAX_POSITION_SIZE)
+    c0 = candle(0, "10", "10")
+    await executor.on_candle(c0)
+    reduced = await executor.on_signal(signal(c0, Side.BUY, "50", "big"))  # 500 > 10% of 1000
+    assert reduced.status is OrderStatus.PENDING and reduced.quantity == D(10)
+    assert reduced.reason == "risk: max_position_size"
+    await executor.on_candle(candle(1, "10", "10"))
+    refused = await executor.on_signal(signal(c0, Side.BUY, "1", "more"))
+    assert refused.status is OrderStatus.REJECTED and refused.reason == "risk: max_position_size"
+    assert rejections(RiskReason.MAX_POSITION_SIZE) == before + 2
+    assert executor.risk.state.rejections == {"max_position_size": 2}
+
+
+async def test_stop_loss_sells_the_position_at_the_next_open_and_is_counted(
+    sessions, redis, redis_namespace
+):
+    executor = make_executor(sessions, redis, redis_namespace, RiskLimits(stop_loss_pct=D(5)))
+    await executor.start()
+    before = rejections(STOP_LOSS_REASON)
+    c0 = candle(0, "100", "100")
+    await executor.on_candle(c0)
+    await executor.on_signal(signal(c0, Side.BUY, "1", "entry"))
+    await executor.on_candle(candle(1, "100", "96"))  # filled at 100; -4 %: holds
+    assert rejections(STOP_LOSS_REASON) == before
+    await executor.on_candle(candle(2, "96", "95"))  # -5 %: stop loss
+    assert rejections(STOP_LOSS_REASON) == before + 1
+    await executor.on_candle(candle(3, "94", "94"))
+    async with sessions() as session:
+        orders = await list_orders(session)
+    stop = orders[-1]
+    assert (stop.side, stop.status, stop.reason) == (
+        Side.SELL,
+        OrderStatus.FILLED,
+        "risk: stop_loss",
+    )
+    assert (stop.filled_quantity, stop.avg_fill_price) == (D(1), D(94))
+    assert executor.account.position("BTCUSDT") == 0
+
+
+async def test_daily_loss_limit_halts_buys_for_the_day_and_survives_a_restart(
+    sessions, redis, redis_namespace
+):
+    limits = RiskLimits(daily_loss_limit_pct=D(2))
+    executor = make_executor(sessions, redis, redis_namespace, limits)
+    await executor.start()
+    before = rejections(RiskReason.DAILY_LOSS_LIMIT)
+    c0 = candle(0, "100", "100")
+    await executor.on_candle(c0)
+    await executor.on_signal(signal(c0, Side.BUY, "50", "entry"))  # 5000 of 10000
+    await executor.on_candle(candle(1, "100", "100"))
+    await executor.on_candle(candle(2, "100", "95"))  # -250 + fee: > 2 % of the day's start
+    assert executor.risk.state.buys_halted
+    restarted = make_executor(sessions, redis, redis_namespace, limits)
+    await restarted.start()
+    c3 = candle(3, "95", "99")
+    await restarted.on_candle(c3)
+    refused = await restarted.on_signal(signal(c3, Side.BUY, "1", "later"))
+    assert refused.status is OrderStatus.REJECTED and refused.reason == "risk: daily_loss_limit"
+    sold = await restarted.on_signal(signal(c3, Side.SELL, "50", "exit"))  # SELLs still pass
+    assert sold.status is OrderStatus.PENDING
+    assert rejections(RiskReason.DAILY_LOSS_LIMIT) == before + 1
+    # A new UTC day lifts the halt.
+    next_day = candle(int(timedelta(days=1) / MINUTE), "99", "99")
+    await restarted.on_candle(next_day)
+    allowed = await restarted.on_signal(signal(next_day, Side.BUY, "1", "tomorrow"))
+    assert allowed.status is OrderStatus.PENDING
+
+
+async def test_dry_run_fills_equal_the_backtest_on_real_candles(
+    sessions, redis, redis_namespace, shared_data: Path
+):
+    bars = load_candles(shared_data / "BTCUSDT-1m.csv.gz", "BTCUSDT", "1m", limit=600)
+    limits = RiskLimits(
+        max_position_size=D("0.5"), stop_loss_pct=D("0.3"), daily_loss_limit_pct=D(3)
+    )
+    overrides = ["short_period=5", "long_period=13", "quantity=0.2"]
+    config = BacktestConfig("BTCUSDT", "1m", initial_balance=D(10000), risk=limits)
+    engine = BacktestEngine(load_strategy("ema_crossover", overrides), config)
+    result = engine.run(bars)
+    assert result.counts.signals >= 10  # enough to compare
+
+    executor = make_executor(sessions, redis, redis_namespace, limits)
+    await executor.start()
+    strategy = load_strategy("ema_crossover", overrides)
+    counted_before = ORDERS_TOTAL.labels("FILLED", "BUY")._value.get()
+    for bar in bars:  # the live order: the executor sees the candle, then its signal
+        await executor.on_candle(bar)
+        decision = strategy.on_candle(bar)
+        if decision is not None:
+            await executor.on_signal(decision)
+
+    async with sessions() as session:
+        trades = await list_trades(session)
+    live = [(t.time, t.side, t.quantity, t.price, t.fee) for t in trades]
+    backtest = [(time, f.side, f.quantity, f.price, f.fee) for time, f in engine.simulator.fills]
+    assert live == backtest
+    assert executor.account.equity({"BTCUSDT": bars[-1].close}) == result.final_equity
+    assert executor.risk.state.rejections == result.counts.risk_rejections
+    buys = sum(1 for t in trades if t.side is Side.BUY)
+    assert ORDERS_TOTAL.labels("FILLED", "BUY")._value.get() == counted_before + buys
