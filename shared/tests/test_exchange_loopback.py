@@ -406,3 +406,21 @@ async def test_kline_history_is_paged_1000_at_a_time_without_gaps_or_repeats(
     assert [c.close for c in candles] == [c.close for c in series[10:2510]]
     assert pages == [1000, 2000, 2500]
     assert len(klines_requests) == 3
+
+
+async def test_a_resent_open_order_refused_as_duplicate_is_returned_not_placed_again(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    await exchange.load_markets()
+    state = await sim.control.state()
+    far_below = (Decimal(state["prices"][SYMBOL]) / 2).quantize(Decimal("0.01"))
+    request = OrderRequest(
+        SYMBOL, Side.BUY, Decimal("0.001"), "open-limit", type=OrderType.LIMIT, price=far_below
+    )
+    first = await exchange.submit_order(request, lookup_first=False)
+    again = await exchange.submit_order(request, lookup_first=False)  # -2010 Duplicate
+    assert again.found_by_lookup
+    assert again.order.exchange_order_id == first.order.exchange_order_id
+    statuses = [r["status"] for r in await sim.control.requests() if r["method"] == "POST"]
+    assert statuses == [200, 400]
+    assert len(await sim.control.orders(api_key=sim.api_key)) == 1

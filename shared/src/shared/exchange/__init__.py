@@ -3,10 +3,11 @@
 - `BinanceExchange` (client.py): spot REST through ``ccxt.async_support.binance``.
 - `KlineStream` (kline_stream.py): the combined kline stream, with reconnects.
 - errors.py: the typed error kinds; parsers.py: Binance JSON → `shared.models`;
-  filters.py: the NOTIONAL/LOT_SIZE/PRICE_FILTER checks; client_order_id.py.
+  filters.py: the NOTIONAL/LOT_SIZE/PRICE_FILTER checks; orders.py: `OrderRequest`/`OrderResult`;
+  client_order_id.py.
 """
 
-from shared.exchange.client import AlertCallback, BinanceExchange, OrderRequest, OrderResult
+from shared.exchange.client import AlertCallback, BinanceExchange
 from shared.exchange.client_order_id import client_order_id_for_signal, is_valid_client_order_id
 from shared.exchange.errors import (
     ClockSkewError,
@@ -22,6 +23,7 @@ from shared.exchange.errors import (
 )
 from shared.exchange.filters import SymbolFilters, check_order
 from shared.exchange.kline_stream import ConnectionState, KlineStream, Reconnect
+from shared.exchange.orders import OrderRequest, OrderResult
 from shared.exchange.parsers import (
     AssetBalance,
     BinanceErrorBody,

@@ -20,7 +20,6 @@ import inspect
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -30,7 +29,6 @@ import ccxt.async_support as ccxt
 import structlog
 
 from shared.config import Settings
-from shared.exchange.client_order_id import client_order_id_for_signal
 from shared.exchange.errors import (
     ClockSkewError,
     ExchangeAuthError,
@@ -44,6 +42,7 @@ from shared.exchange.errors import (
     classify_ccxt_error,
 )
 from shared.exchange.filters import SymbolFilters, check_order
+from shared.exchange.orders import OrderRequest, OrderResult
 from shared.exchange.parsers import (
     AssetBalance,
     ParsedOrder,
@@ -51,10 +50,10 @@ from shared.exchange.parsers import (
     parse_order,
     parse_rest_kline,
 )
-from shared.models import Candle, Order, OrderType, Side, Signal, Trade, interval_delta
+from shared.models import Candle, Order, OrderType, interval_delta
 from shared.resilience import CircuitBreaker, Sleep, backoff_delay, retry_with_backoff
 
-__all__ = ["AlertCallback", "BinanceExchange", "OrderRequest", "OrderResult"]
+__all__ = ["AlertCallback", "BinanceExchange"]
 
 T = TypeVar("T")
 AlertCallback = Callable[[str], Any]
@@ -62,65 +61,6 @@ AlertCallback = Callable[[str], Any]
 
 KLINES_PER_REQUEST = 1000
 _log = structlog.get_logger("shared.exchange")
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    """What to place. ``reference_price`` judges a MARKET order's NOTIONAL before sending
-    (the signal's price); without it the exchange's average price is fetched."""
-
-    symbol: str
-    side: Side
-    quantity: Decimal
-    client_order_id: str
-    type: OrderType = OrderType.MARKET
-    price: Decimal | None = None
-    reference_price: Decimal | None = None
-    signal_id: str | None = None
-    strategy: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.type is OrderType.LIMIT and self.price is None:
-            raise ValueError(f"a LIMIT order needs a price ({self.client_order_id})")
-        if self.type is OrderType.MARKET and self.price is not None:
-            # ccxt turns a market buy with a price into a quote-amount order (pitfall 3).
-            raise ValueError(
-                f"a MARKET order takes no price ({self.client_order_id}); "
-                "pass it as reference_price for the NOTIONAL check"
-            )
-
-    @classmethod
-    def from_signal(
-        cls,
-        signal: Signal,
-        *,
-        quantity: Decimal | None = None,
-        order_type: OrderType = OrderType.MARKET,
-        price: Decimal | None = None,
-    ) -> OrderRequest:
-        """The order for ``signal``; its client order id is derived from the signal id."""
-        return cls(
-            symbol=signal.symbol,
-            side=signal.side,
-            quantity=quantity if quantity is not None else signal.quantity,
-            client_order_id=client_order_id_for_signal(signal.id),
-            type=order_type,
-            price=price,
-            reference_price=signal.price,
-            signal_id=signal.id,
-            strategy=signal.strategy,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class OrderResult:
-    """The exchange's view of the order. ``found_by_lookup`` is True when the order was
-    found by its client order id (placed earlier, or its create answer was lost) rather than
-    taken from this call's create answer; such an order comes without its fills."""
-
-    order: Order
-    trades: tuple[Trade, ...]
-    found_by_lookup: bool = False
 
 
 class BinanceExchange:
@@ -516,6 +456,14 @@ class BinanceExchange:
                         {"newClientOrderId": request.client_order_id},
                     )
                 )
+            except OrderRejectedError as exc:
+                if exc.reason != "Duplicate order sent.":
+                    raise
+                # Binance refuses a client order id only while its order is open: it exists.
+                existing = await self.find_order(request.symbol, request.client_order_id, **ids)
+                if existing is None:
+                    raise
+                return OrderResult(existing, (), found_by_lookup=True)
             except TransientExchangeError as exc:
                 # The order may exist although we saw an error (BINANCE.md pitfall 1).
                 _log.warning(
