@@ -124,3 +124,14 @@ def test_running_twice_gives_the_same_result(scripted: Any, make_candles: Candle
     runner = engine(scripted({"quantity": "1", "buys": (2,), "sells": (3,)}))
     first, second = runner.run(bars), runner.run(bars)
     assert first == second
+
+
+def test_a_strategy_sell_beside_a_stop_loss_is_not_a_second_order(
+    scripted: Any, make_candles: Candles
+) -> None:
+    bars = make_candles([FILLER, ("100", "100"), ("100", "90"), ("91", "92"), ("92", "92")])
+    strategy = scripted({"quantity": "1", "buys": (2,), "sells": (3,)})
+    result = engine(strategy, fee="0", stop_loss_pct="5").run(bars)
+    [trade] = result.trades
+    assert trade.exit_price == D(91) and result.counts.stop_losses == 1
+    assert result.counts.sells_with_nothing_held == 0

@@ -17,11 +17,14 @@ from backtester.metrics import (
     compute_metrics,
     daily_returns,
     max_drawdown,
+    max_drawdown_duration,
     sharpe_ratio,
     sortino_ratio,
     trade_statistics,
 )
 from backtester.simulator import TradeRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 D = Decimal
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -196,3 +199,22 @@ def test_equity_metrics_equal_empyrical_on_real_daily_returns(shared_data: Path)
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-9, rel=0), name
     assert metrics.max_drawdown > 0.5  # the 2018 bear market: the comparison is not trivial
+
+
+@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_one_pass_drawdowns_equal_the_naive_definition(values: list[int]) -> None:
+    curve = [(T0 + i * timedelta(hours=1), D(v)) for i, v in enumerate(values)]
+    initial = D(100)
+    points = [(T0, initial), *curve]  # the initial balance is the first peak
+    worst, longest = D(0), timedelta(0)
+    for i, (_, equity) in enumerate(points):
+        # the peak: the highest equity so far, at the last time it was reached
+        peak_index = max(range(i + 1), key=lambda j: (points[j][1], j))
+        peak_time, peak = points[peak_index]
+        worst = max(worst, (peak - equity) / peak)
+        if equity < peak:
+            regained = next((t for t, e in points[i:] if e >= peak), curve[-1][0])
+            longest = max(longest, regained - peak_time)
+    assert max_drawdown(initial, curve) == float(worst)
+    assert max_drawdown_duration(initial, curve) == longest

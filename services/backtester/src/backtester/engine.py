@@ -131,6 +131,7 @@ class BacktestEngine:
                 close = candle.close
                 equity = cash + held * close if held else cash
                 append((candle.open_time, equity))
+                stopping = False
                 if risk_on:
                     risk.observe_portfolio_value(candle.close_time, equity)
                     if (
@@ -144,6 +145,7 @@ class BacktestEngine:
                     ):
                         pending.append((Side.SELL, held))
                         stop_losses += 1
+                        stopping = True
                 signal = on_candle(candle)
                 if signal is not None:
                     signals += 1
@@ -156,7 +158,8 @@ class BacktestEngine:
                             position_quantity=held,
                             portfolio_value=equity,
                         ).quantity
-                    if quantity > 0:
+                    # The stop loss already sells everything held at the next open.
+                    if quantity > 0 and not (stopping and signal.side is Side.SELL):
                         pending.append((signal.side, quantity))
             if progress is not None:
                 progress(min(chunk_start + PROGRESS_EVERY, total))

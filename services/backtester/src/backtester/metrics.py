@@ -186,44 +186,47 @@ def annualized_return(final: Decimal, initial: Decimal, days: float) -> float:
     return float(growth ** (DAYS_PER_YEAR / days) - 1)
 
 
-def max_drawdown(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> float:
-    """The largest (peak − equity) / peak, the initial balance being the first peak.
+def drawdowns(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> tuple[float, timedelta]:
+    """(max drawdown, max drawdown duration) in one pass, the initial balance the first peak.
 
-    Between two peaks the deepest point is the lowest equity, so one division per peak
-    suffices (Decimal division on every candle was the slowest part of the metrics).
+    Drawdown = (peak − equity) / peak. Between a peak and the moment equity regains it the
+    deepest point is the lowest equity, so one Decimal division per drawdown suffices
+    (a division on every candle was the slowest part of the metrics). The duration runs from
+    the peak until equity first regains it, or until the last candle.
     """
-    peak = trough = initial_balance
-    worst = ZERO
-    for _, equity in curve:
-        if equity > peak:
-            if trough < peak:
-                worst = max(worst, (peak - trough) / peak)
-            peak = trough = equity
-        elif equity < trough:
-            trough = equity
-    if trough < peak:
-        worst = max(worst, (peak - trough) / peak)
-    return float(worst)
-
-
-def max_drawdown_duration(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> timedelta:
-    """The longest time from a peak until equity first regains it, or until the last candle."""
     if not curve:
-        return timedelta(0)
-    peak, peak_time = initial_balance, curve[0][0]
+        return 0.0, timedelta(0)
+    peak = trough = initial_balance
+    peak_time = curve[0][0]
+    worst = ZERO
     longest = timedelta(0)
     below = False
     for moment, equity in curve:
         if equity >= peak:
             if below:
+                worst = max(worst, (peak - trough) / peak)
                 longest = max(longest, moment - peak_time)
                 below = False
-            peak, peak_time = equity, moment
+            peak = trough = equity
+            peak_time = moment
         else:
             below = True
+            if equity < trough:
+                trough = equity
     if below:
+        worst = max(worst, (peak - trough) / peak)
         longest = max(longest, curve[-1][0] - peak_time)
-    return longest
+    return float(worst), longest
+
+
+def max_drawdown(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> float:
+    """The largest (peak − equity) / peak over the curve (see `drawdowns`)."""
+    return drawdowns(initial_balance, curve)[0]
+
+
+def max_drawdown_duration(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> timedelta:
+    """The longest time from a peak until equity first regains it (see `drawdowns`)."""
+    return drawdowns(initial_balance, curve)[1]
 
 
 def trade_statistics(trades: Sequence[TradeRecord]) -> dict[str, object]:
@@ -270,7 +273,7 @@ def compute_metrics(
     day_ends = day_end_equity(curve)
     daily = daily_returns(curve, initial_balance, day_ends)
     annualized = annualized_return(final, initial_balance, days)
-    drawdown = max_drawdown(initial_balance, curve)
+    drawdown, drawdown_duration = drawdowns(initial_balance, curve)
     stats = trade_statistics(trades)
     return DetailedMetrics(
         total_return=float(final / initial_balance - 1),
@@ -278,7 +281,7 @@ def compute_metrics(
         sortino_ratio=sortino_ratio(daily),
         calmar_ratio=safe_ratio(annualized, drawdown) if days >= 1 else 0.0,
         max_drawdown=drawdown,
-        max_drawdown_duration=max_drawdown_duration(initial_balance, curve),
+        max_drawdown_duration=drawdown_duration,
         monthly_returns=monthly_returns(curve, initial_balance, day_ends),
         annualized_return=annualized,
         trades=list(trades),
