@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import ccxt.async_support as ccxt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shared.config import load_settings
 from shared.exchange import (
+    BinanceExchange,
     FilterRejectedError,
     SymbolFilters,
     check_order,
@@ -102,3 +105,20 @@ def test_lot_size_and_price_filter_violations_are_named():
     with pytest.raises(FilterRejectedError) as caught:
         check_order(f, Decimal("0.1"), Decimal("0.001"), market=False)
     assert caught.value.filter_name == "PRICE_FILTER"
+
+
+async def test_testnet_setting_selects_the_spot_testnet_and_nothing_else():
+    exchange = BinanceExchange(load_settings(binance_testnet=True))
+    try:
+        assert exchange.ccxt.urls["api"] == {
+            "public": "https://testnet.binance.vision/api/v3",
+            "private": "https://testnet.binance.vision/api/v3",
+            "ws": {"spot": "wss://stream.testnet.binance.vision/ws"},
+        }
+        assert exchange.ccxt.session is None  # nothing connected at construction
+        with pytest.raises(ccxt.NotSupported):
+            await exchange.ccxt.sapiGetCapitalConfigGetall()
+        with pytest.raises(ccxt.NotSupported):
+            await exchange.ccxt.fapiPrivateGetAccount()
+    finally:
+        await exchange.close()
