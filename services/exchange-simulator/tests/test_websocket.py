@@ -78,17 +78,26 @@ async def test_subscribe_unsubscribe_and_list(sim, http) -> None:
         assert (await receive_json(ws))["error"]["code"] == 2
 
 
-async def test_server_pings_and_closes_on_control_request(http) -> None:
-    async with running_simulator(synthetic_candles("BTCUSDT", 5), ping_interval=0.05) as sim:
-        async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_1m", autoping=False) as ws:
+async def test_server_sends_ping_frames(http) -> None:
+    async with (
+        running_simulator(synthetic_candles("BTCUSDT", 5), ping_interval=0.05) as sim,
+        http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_1m", autoping=False) as ws,
+    ):
+        message = await ws.receive(timeout=10)
+        assert message.type == aiohttp.WSMsgType.PING
+        await ws.pong(message.data)
+
+
+async def test_control_api_closes_every_connection(sim, http) -> None:
+    async with (
+        http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_1m") as first,
+        http.ws_connect(f"{sim.ws_url}/stream?streams=btcusdt@kline_1m") as second,
+    ):
+        assert await sim.control.close_websockets() == 2
+        for ws in (first, second):
             message = await ws.receive(timeout=10)
-            assert message.type == aiohttp.WSMsgType.PING
-            await ws.pong(message.data)
-        async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_1m") as ws:
-            assert await sim.control.close_websockets() == 1
-            message = await ws.receive(timeout=10)
-            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-            assert ws.close_code == 1001
+            assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+    assert (await sim.control.state())["websocket_connections"] == 0
 
 
 async def test_gap_while_disconnected_is_recovered_over_rest(sim, http) -> None:
