@@ -1,6 +1,8 @@
 """The names of the bus streams between the services, and who consumes them.
 
-data-collector --candles--> strategy-engine --signals--> order-executor --orders--> portfolio-manager
+    data-collector --candles--> strategy-engine --signals--> order-executor
+    order-executor --orders--> portfolio-manager
+
 The order executor and the portfolio manager read the candles too: the executor fills dry-run
 orders at the next candle's open and checks stop losses; the portfolio marks to market.
 """
