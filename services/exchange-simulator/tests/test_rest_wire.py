@@ -210,3 +210,29 @@ async def test_weight_limit_answers_429_with_retry_after(http) -> None:
     assert statuses == [200, 200, 429]
     assert body["code"] == -1003
     assert retry_after is not None and 0 < int(retry_after) <= 60
+
+
+async def test_marketable_limit_fills_at_the_better_current_price(sim, signed, order_params):
+    price = Decimal((await sim.control.state())["prices"]["BTCUSDT"])
+    limit = (price * Decimal("1.01")).quantize(Decimal("0.01"))
+    _, body, _ = await signed.call(
+        "POST", "/api/v3/order", order_params(type="LIMIT", timeInForce="GTC", price=str(limit))
+    )
+    assert body["status"] == "FILLED"
+    assert Decimal(body["fills"][0]["price"]) == price
+    assert (await sim.control.balances(sim.api_key))["USDT"]["locked"] == 0
+
+
+async def test_ioc_limit_that_cannot_fill_expires_and_unlocks(sim, signed, order_params) -> None:
+    _, body, _ = await signed.call(
+        "POST", "/api/v3/order", order_params(type="LIMIT", timeInForce="IOC", price="20000")
+    )
+    assert (body["status"], body["executedQty"]) == ("EXPIRED", "0.00000000")
+    usdt = (await sim.control.balances(sim.api_key))["USDT"]
+    assert (usdt["free"], usdt["locked"]) == (Decimal(10_000), 0)
+
+
+async def test_market_sell_without_the_base_asset_is_refused(signed, order_params) -> None:
+    status, body, _ = await signed.call("POST", "/api/v3/order", order_params(side="SELL"))
+    assert (status, body["code"]) == (400, -2010)
+    assert body["msg"] == "Account has insufficient balance for requested action."
