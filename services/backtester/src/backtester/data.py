@@ -56,9 +56,7 @@ def batch_candles(batch: CandleBatch, symbol: str, interval: str) -> list[Candle
     size = len(batch)
     if size == 0:
         return []
-    quote_volumes = (
-        [None] * size if batch.quote_volume is None else batch.quote_volume.to_pylist()
-    )
+    quote_volumes = [None] * size if batch.quote_volume is None else batch.quote_volume.to_pylist()
     trades = [None] * size if batch.trades is None else batch.trades.to_pylist()
     construct = Candle.model_construct
     rows = zip(
