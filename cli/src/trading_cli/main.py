@@ -12,6 +12,7 @@ from trading_cli import (
     data_commands,
     db_commands,
     demo,
+    portfolio_commands,
     simulator_commands,
     strategies_commands,
 )
@@ -27,6 +28,7 @@ app.add_typer(strategies_commands.app, name="strategies")
 app.add_typer(backtest_commands.app, name="backtest")
 app.add_typer(db_commands.app, name="db")
 app.command("demo")(demo.demo)
+app.command("portfolio")(portfolio_commands.portfolio)
 app.command("simulator")(simulator_commands.simulator)
 
 
