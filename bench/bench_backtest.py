@@ -3,7 +3,8 @@
     uv run --frozen python bench/bench_backtest.py [--files BTCUSDT-1m.csv.gz ...] [--repeat N]
 
 Each engine runs in its own subprocess (so peak memory, ru_maxrss, is its own) on the same
-file: EMA(9)/EMA(21) crossover, buy 0.01 BTC on the golden cross, close on the death cross,
+file: EMA(9)/EMA(21) crossover, buy 0.01 BTC on the golden cross, sell 0.01 BTC (at most what
+is held) on the death cross,
 0.1 % fee per side, market orders filled at the next candle's open, 10,000 USDT.
 "load excluded" times the backtest alone; "load included" adds reading the file into what the
 engine consumes (our `load_file_candles`; pandas.read_csv for the two peers).
@@ -104,7 +105,7 @@ def child_backtesting(path: Path, repeat: int) -> dict[str, Any]:
             if crossover(self.short, self.long):
                 self.buy(size=round(QUANTITY / 1e-8))
             elif crossover(self.long, self.short) and self.position:
-                self.position.close()
+                self.sell(size=min(round(QUANTITY / 1e-8), self.position.size))
 
     runs = []
     for _ in range(repeat):
@@ -140,7 +141,7 @@ def child_backtrader(path: Path, repeat: int) -> dict[str, Any]:
             if self.cross[0] > 0:
                 self.buy(size=QUANTITY)
             elif self.cross[0] < 0 and self.position:
-                self.close()
+                self.sell(size=min(QUANTITY, self.position.size))
 
     runs = []
     for _ in range(repeat):
