@@ -76,7 +76,6 @@ class SimulatorCore:
             self.open_account(key, secret, setup.balances)
         self.hub = StreamHub(setup.ping_interval)
         self.lock = asyncio.Lock()
-        self._trade_counter = 0
 
     @property
     def interval(self) -> str:

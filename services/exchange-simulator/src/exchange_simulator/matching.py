@@ -121,7 +121,6 @@ class SimOrder:
             "updateTime": self.update_ms or self.time_ms,
             "isWorking": True,
             "workingTime": self.time_ms,
-            "origQuoteOrderQty": fmt(self.orig_quote_qty),
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
 

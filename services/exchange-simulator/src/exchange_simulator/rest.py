@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import zlib
 from typing import Any
 
 from aiohttp import web
@@ -218,7 +219,7 @@ class RestApi:
                 "accountType": "SPOT",
                 "balances": balances,
                 "permissions": ["SPOT"],
-                "uid": abs(hash(account.api_key)) % 10**9,
+                "uid": zlib.crc32(account.api_key.encode()),
             }
         )
 
