@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 
 import aiohttp
+import pytest
 from exchange_simulator.testing import running_simulator, synthetic_candles
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
@@ -127,6 +129,15 @@ async def test_gap_while_disconnected_is_recovered_over_rest(sim, http) -> None:
     assert backfill[:5] == [seen[-1] + 60_000 * i for i in range(1, 6)]
     assert backfill[5] == live
     assert len(backfill) == 6
+
+
+async def test_control_waits_until_a_consumer_has_subscribed(sim, http) -> None:
+    async with http.ws_connect(f"{sim.ws_url}/ws") as ws:
+        waiting = asyncio.create_task(sim.control.wait_for_subscribers(1))
+        await ws.send_json({"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 1})
+        assert await waiting == 1
+    with pytest.raises(RuntimeError, match="fewer than 2"):
+        await sim.control.wait_for_subscribers(2, within=0.1)
 
 
 async def test_bad_stream_name_refused(sim, http) -> None:

@@ -9,6 +9,8 @@
                                         "retry_after"?, "delay"?}    → the fault with its "id"
     DELETE /_sim/faults                → {"cleared": N}
     POST   /_sim/websockets/close      → {"closed": N}
+    POST   /_sim/websockets/wait       {"subscribers": N, "timeout": s} → {"subscribers": n}
+                                        once N connections subscribe (408 on timeout)
     GET    /_sim/orders?api_key=&symbol=  → {"orders": [GET-order JSON + "apiKey"]}
     GET    /_sim/accounts?api_key=     → {"accounts": {key: {asset: {"free", "locked"}}}}
     POST   /_sim/accounts              {"api_key", "api_secret", "balances": {asset: "amount"}}
@@ -20,6 +22,7 @@ A bad body is answered 400 with {"error": "..."} naming what was wrong.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from decimal import Decimal, InvalidOperation
@@ -77,6 +80,7 @@ class ControlApi:
         app.router.add_post("/_sim/faults", self.add_fault)
         app.router.add_delete("/_sim/faults", self.clear_faults)
         app.router.add_post("/_sim/websockets/close", self.close_websockets)
+        app.router.add_post("/_sim/websockets/wait", self.wait_for_subscribers)
         app.router.add_get("/_sim/orders", self.orders)
         app.router.add_get("/_sim/accounts", self.accounts)
         app.router.add_post("/_sim/accounts", self.open_account)
@@ -152,6 +156,23 @@ class ControlApi:
 
     async def close_websockets(self, request: web.Request) -> web.Response:
         return web.json_response({"closed": await self.core.hub.close_all()})
+
+    async def wait_for_subscribers(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        count, timeout = body.get("subscribers", 1), body.get("timeout", 10)
+        if not isinstance(count, int) or count < 1:
+            raise _bad("subscribers must be a whole number of at least 1")
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise _bad("timeout must be a positive number of seconds")
+        try:
+            async with asyncio.timeout(timeout):
+                await self.core.hub.wait_for_subscriber(count)
+        except TimeoutError:
+            return web.json_response(
+                {"error": f"fewer than {count} subscribed connections after {timeout} s"},
+                status=408,
+            )
+        return web.json_response({"subscribers": self.core.hub.subscriber_count})
 
     async def orders(self, request: web.Request) -> web.Response:
         api_key = request.query.get("api_key")

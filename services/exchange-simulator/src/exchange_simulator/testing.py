@@ -117,6 +117,12 @@ class SimulatorControl:
     async def close_websockets(self) -> int:
         return int((await self._call("POST", "websockets/close"))["closed"])
 
+    async def wait_for_subscribers(self, count: int = 1, within: float = 10.0) -> int:
+        """Return once `count` WebSocket connections have subscribed to a stream (e.g. after
+        a consumer reconnects); raises RuntimeError after `within` seconds."""
+        body = {"subscribers": count, "timeout": within}
+        return int((await self._call("POST", "websockets/wait", body))["subscribers"])
+
     async def orders(
         self, api_key: str | None = None, symbol: str | None = None
     ) -> list[dict[str, Any]]:

@@ -120,9 +120,10 @@ class StreamHub:
         for connection in list(self.connections):
             await connection.queue.join()
 
-    async def wait_for_subscriber(self) -> None:
+    async def wait_for_subscriber(self, count: int = 1) -> None:
+        """Wait until at least `count` connections subscribe to some stream."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self.subscriber_count > 0)
+            await self._changed.wait_for(lambda: self.subscriber_count >= count)
 
     async def close_all(self) -> int:
         """Close every connection (code 1001, going away); how many there were."""
