@@ -15,7 +15,7 @@ BENCHES := $(filter-out bench/_%,$(sort $(wildcard bench/*.py)))
 .PHONY: help uv sync run test lint typecheck bench stop clean migrate migrate-down migrate-new
 
 help:
-	@echo "make run        the platform on its embedded defaults (imports and lists sample candles)"
+	@echo "make run        the live platform on the bundled sample (simulator + four services, dry run)"
 	@echo "make test       the whole test suite"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make typecheck  mypy"
@@ -35,7 +35,7 @@ sync: uv
 	@$(UV) sync --frozen --all-packages
 
 run: sync
-	$(RUN) trading demo
+	$(RUN) trading demo --live
 
 test: sync
 	$(RUN) pytest

@@ -13,7 +13,9 @@ from trading_cli import (
     db_commands,
     demo,
     portfolio_commands,
+    run_commands,
     simulator_commands,
+    status_commands,
     strategies_commands,
 )
 
@@ -30,6 +32,8 @@ app.add_typer(db_commands.app, name="db")
 app.command("demo")(demo.demo)
 app.command("portfolio")(portfolio_commands.portfolio)
 app.command("simulator")(simulator_commands.simulator)
+app.command("run")(run_commands.run)
+app.command("status")(status_commands.status)
 
 
 @app.callback()
