@@ -21,6 +21,7 @@ from shared.bus import EventBus
 from shared.bus_envelope import decode
 from shared.models import Candle, Signal
 from shared.streams import CANDLES, SIGNALS
+from strategy_engine.main import main
 
 from strategies.ema_crossover_strategy import EmaCrossoverStrategy
 
@@ -139,26 +140,23 @@ async def test_service_turns_bus_candles_into_signals_and_stops_on_sigterm(
     assert '"signal generated"' in stderr.read_text()
 
 
-async def test_bad_engine_config_is_one_line_and_exit_status_2(
-    tmp_path: Path, service_env: dict[str, str]
+def test_bad_engine_config_is_one_line_and_exit_status_2(
+    tmp_path: Path,
+    service_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "engine.yaml").write_text(
         "instances:\n  - {strategy: ema_crossover, symbol: BTCUSDT, interval: 1m,"
         " params: {short_periodd: 3}}\n"
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "strategy_engine",
-        cwd=tmp_path,
-        env=service_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        _, err = await proc.communicate()
-    assert proc.returncode == 2
-    lines = err.decode().strip().splitlines()
+    monkeypatch.chdir(tmp_path)
+    for key in ("STRATEGY_ENGINE_CONFIG", "DATABASE_URL", "REDIS_URL"):
+        monkeypatch.setenv(key, service_env[key])
+    with pytest.raises(SystemExit) as exited:
+        main()  # stops before connecting to anything
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     assert "unknown parameter 'short_periodd' (did you mean 'short_period'?)" in lines[0]
     assert "instance 1 (ema_crossover BTCUSDT 1m)" in lines[0]
