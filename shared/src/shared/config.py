@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     portfolio_snapshot_interval: int = Field(default=300, ge=1)
     portfolio_initial_cash: Decimal = Field(default=Decimal(10000), gt=0)
 
+    # Data collector: comma-separated symbols and intervals (every pair is collected) and how
+    # many closed candles of each series to fetch on the first start (nothing stored yet)
+    collector_symbols: str = "BTCUSDT"
+    collector_intervals: str = "1m"
+    collector_history_candles: int = Field(default=500, ge=0)
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _normalise_case(cls, value: Any) -> Any:

@@ -1,0 +1,5 @@
+"""``python -m data_collector``."""
+
+from data_collector.main import main
+
+main()

@@ -1,0 +1,90 @@
+"""data-collector: wires the exchange, PostgreSQL and the bus to the `DataCollector`.
+
+Run it with ``python -m data_collector``. It collects every pair of COLLECTOR_SYMBOLS ×
+COLLECTOR_INTERVALS from BINANCE_BASE_URL / BINANCE_WS_URL and publishes closed candles on
+the candles stream. /health adds "websocket" (connected) and, per series, the age of the last
+closed candle on the exchange's clock (failing beyond two intervals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+from shared.config import Settings
+from shared.exchange import BinanceExchange
+from shared.healthcheck import age_check, flag_check
+from shared.models import interval_delta
+from shared.service import ServiceContext, run_service
+
+from data_collector.collector import DataCollector, Series
+from data_collector.storage import CandleStorage
+
+SERVICE = "data-collector"
+
+
+def configured_series(settings: Settings) -> list[Series]:
+    """Every (symbol, interval) pair of COLLECTOR_SYMBOLS × COLLECTOR_INTERVALS."""
+    symbols = [s.strip().upper() for s in settings.collector_symbols.split(",") if s.strip()]
+    intervals = [i.strip() for i in settings.collector_intervals.split(",") if i.strip()]
+    for interval in intervals:
+        interval_delta(interval)  # an unknown one fails here, naming the accepted values
+    if not symbols or not intervals:
+        raise ValueError("COLLECTOR_SYMBOLS and COLLECTOR_INTERVALS must name at least one each")
+    return [(symbol, interval) for symbol in symbols for interval in intervals]
+
+
+async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
+    """The collector's one long task, with its health checks registered."""
+    settings = ctx.settings
+    assert ctx.database is not None
+    exchange = BinanceExchange(
+        settings, on_alert=lambda text: ctx.notifier.send_error(text, SERVICE)
+    )
+    collector = DataCollector(
+        exchange=exchange,
+        storage=CandleStorage(ctx.database.sessions),
+        bus=ctx.bus,
+        ws_url=settings.binance_ws_url,
+        series=configured_series(settings),
+        history_candles=settings.collector_history_candles,
+    )
+    ctx.health.add_check(
+        "websocket",
+        flag_check(collector.connected, "kline WebSocket is not connected", "connected"),
+    )
+    for series in collector.series:
+        symbol, interval = series
+        ctx.health.add_check(
+            f"candles {symbol} {interval}",
+            age_check(
+                collector.last_close_of(series),
+                2 * interval_delta(interval),
+                what=f"last closed {symbol} {interval} candle",
+                clock=collector.exchange_now,
+            ),
+        )
+    ctx.on_stop(collector.stop)
+
+    async def run() -> None:
+        try:
+            await collector.run()
+        finally:
+            await exchange.close()
+
+    return [run()]
+
+
+def main() -> None:
+    """Run the data collector until SIGTERM."""
+    from shared.config import SettingsError, load_settings
+
+    try:
+        namespace = load_settings().bus_namespace
+    except SettingsError:
+        namespace = ""  # run_service reports the bad setting and exits 2
+    run_service(SERVICE, build_tasks, bus_namespace=namespace)
+
+
+if __name__ == "__main__":
+    main()
