@@ -20,6 +20,7 @@ from shared.db import (
 from shared.metrics import PORTFOLIO_VALUE, UNREALIZED_PNL
 from shared.models import Candle, Order, OrderStatus, Side, Trade
 from shared.notifier import TelegramNotifier
+from shared.repositories.orders import OrderNotFoundError
 from shared.repositories.portfolio import snapshots_between
 from shared.testing.telegram_standin import TelegramStandIn
 
@@ -199,3 +200,15 @@ async def test_snapshots_at_each_interval_and_midnight_with_one_daily_summary(
         await restarted.on_candle(candle(minute, str(100 + minute)))
     async with database.sessions() as session:
         assert len(await snapshots_between(session)) == len(expected_times)
+
+
+async def test_trade_of_an_unknown_order_raises_and_books_nothing(database: Database) -> None:
+    pm = manager(database)
+    await pm.start()
+    _, fill = order(1, Side.BUY, "1", "100", "0.1")
+    with pytest.raises(OrderNotFoundError):
+        await pm.on_order_event(fill)  # the bus retries it, then dead-letters it
+    assert pm.portfolio.cash == D(10000)
+    assert not pm.portfolio.has_applied(fill)
+    async with database.sessions() as session:
+        assert await get_position(session, "BTCUSDT") is None

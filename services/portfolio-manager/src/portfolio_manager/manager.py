@@ -77,6 +77,7 @@ class PortfolioManager:
         self.clock: datetime | None = None
         self.day_start_value = initial_cash
         self._lock = asyncio.Lock()
+        self._stale = False
 
     async def start(self) -> None:
         """Rebuild the portfolio from the stored trades, marks and snapshots."""
@@ -100,6 +101,13 @@ class PortfolioManager:
             total_value=str(self.portfolio.total_value),
             clock=None if self.clock is None else self.clock.isoformat(),
         )
+
+    async def _refresh(self) -> None:
+        """Rebuild from the database if a failed write left the memory ahead of it."""
+        if self._stale:
+            async with self.sessions() as session:
+                await self._rebuild(session)
+            self._stale = False
 
     async def _rebuild(self, session: AsyncSession) -> None:
         portfolio = Portfolio(self.initial_cash)
@@ -127,6 +135,7 @@ class PortfolioManager:
         """Book each trade not booked yet, storing it with its position; returns how many."""
         booked = 0
         async with self._lock:
+            await self._refresh()
             for trade in trades:
                 if self.portfolio.has_applied(trade):
                     log.debug("trade already booked", trade_id=trade.trade_id)
@@ -139,9 +148,10 @@ class PortfolioManager:
                             session, self.portfolio.books[trade.symbol].position()
                         )
                 except BaseException:
-                    # The transaction rolled back: make the memory match the database again.
-                    async with self.sessions() as session:
-                        await self._rebuild(session)
+                    # The transaction rolled back: the memory must match the database again,
+                    # now or (the database being unreachable) before the next event.
+                    self._stale = True
+                    await self._refresh()
                     raise
                 booked += 1
                 log.info(
@@ -164,6 +174,7 @@ class PortfolioManager:
             return
         closes = candle.open_time + interval_delta(candle.interval)
         async with self._lock:
+            await self._refresh()
             book = self.portfolio.mark(candle.symbol, candle.close, closes)
             if book is not None:
                 async with self.sessions.begin() as session:

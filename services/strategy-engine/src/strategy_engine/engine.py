@@ -76,6 +76,7 @@ class StrategyEngine:
         for instance in self.instances:
             self._routes[(instance.symbol, instance.interval)].append(instance)
         self._failures: dict[str, int] = {}
+        self._last: dict[str, datetime] = {}
         self._published: OrderedDict[str, None] = OrderedDict()
         self._progress_key = bus.key(PROGRESS_KEY)
         self.signals_published = 0
@@ -120,6 +121,8 @@ class StrategyEngine:
             )
         for candle in warmup:
             strategy.on_candle(candle)  # a strategy never signals within its warm-up
+        if warmup:
+            self._last[instance.key] = warmup[-1].open_time
         log.info(
             "strategy warmed up",
             instance=instance.key,
@@ -140,9 +143,13 @@ class StrategyEngine:
             await self._handle(instance, candle)
 
     async def _handle(self, instance: StrategyInstance, candle: Candle) -> None:
+        last = self._last.get(instance.key)
+        if last is not None and candle.open_time <= last:
+            return  # handled already (a redelivery, or a backlog older than the warm-up)
         signal = self._run_strategy(instance, candle)
         if signal is not None:
             await self._emit(instance, signal)
+        self._last[instance.key] = candle.open_time
         await self.redis.hset(self._progress_key, instance.key, str(_millis(candle.open_time)))
 
     def _run_strategy(self, instance: StrategyInstance, candle: Candle) -> Signal | None:
