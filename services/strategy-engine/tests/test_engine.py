@@ -286,3 +286,23 @@ def test_instances_share_nothing_and_keys_name_their_parameters() -> None:
     assert first.strategy is not second.strategy
     assert first.key != second.key
     assert first.key.startswith("ema_crossover:BTCUSDT:1m:")
+
+
+async def test_signal_whose_storing_failed_is_sent_when_the_candle_comes_again(
+    database: Database, bus: EventBus, btc: list[Candle]
+) -> None:
+    engine = StrategyEngine([ema()], sessions=database.sessions, bus=bus)
+    await engine.start(now=btc[0].open_time)
+    signals = expected_signals(btc[:300])
+    first = next(i for i, c in enumerate(btc) if c.open_time == signals[0].candle_time)
+    for candle in btc[:first]:
+        await engine.on_candle(candle)
+    async with database.engine.begin() as connection:  # the signals table is unreachable
+        await connection.exec_driver_sql("ALTER TABLE signals RENAME TO signals_away")
+    with pytest.raises(Exception, match="signals"):
+        await engine.on_candle(btc[first])
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("ALTER TABLE signals_away RENAME TO signals")
+    for candle in btc[first:300]:  # the bus redelivers the failed candle, then goes on
+        await engine.on_candle(candle)
+    assert await published(bus) == signals

@@ -77,6 +77,7 @@ class StrategyEngine:
             self._routes[(instance.symbol, instance.interval)].append(instance)
         self._failures: dict[str, int] = {}
         self._last: dict[str, datetime] = {}
+        self._unsent: dict[str, Signal] = {}
         self._published: OrderedDict[str, None] = OrderedDict()
         self._progress_key = bus.key(PROGRESS_KEY)
         self.signals_published = 0
@@ -143,13 +144,21 @@ class StrategyEngine:
             await self._handle(instance, candle)
 
     async def _handle(self, instance: StrategyInstance, candle: Candle) -> None:
+        unsent = self._unsent.get(instance.key)
+        if unsent is not None:
+            # Storing or publishing it failed last time (the handler raised, so the bus
+            # redelivers): the strategy has moved past its candle, so send it from here.
+            await self._emit(instance, unsent)
+            del self._unsent[instance.key]
         last = self._last.get(instance.key)
         if last is not None and candle.open_time <= last:
             return  # handled already (a redelivery, or a backlog older than the warm-up)
         signal = self._run_strategy(instance, candle)
-        if signal is not None:
-            await self._emit(instance, signal)
         self._last[instance.key] = candle.open_time
+        if signal is not None:
+            self._unsent[instance.key] = signal
+            await self._emit(instance, signal)
+            del self._unsent[instance.key]
         await self.redis.hset(self._progress_key, instance.key, str(_millis(candle.open_time)))
 
     def _run_strategy(self, instance: StrategyInstance, candle: Candle) -> Signal | None:
