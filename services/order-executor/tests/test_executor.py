@@ -132,6 +132,11 @@ async def test_a_restarted_executor_rebuilds_cash_and_fills_the_waiting_order(
     await restarted.start()  # "crashed" with sig-2 stored PENDING
     assert restarted.account.position("BTCUSDT") == 1
     assert restarted.account.cash == executor.account.cash
+    # The last final orders and their fills go out again (a crash may have eaten them).
+    events = await published(redis, redis_namespace)
+    filled_buy = [e for e in events if isinstance(e, Order) and e.status is OrderStatus.FILLED]
+    assert len(filled_buy) == 2 and filled_buy[0] == filled_buy[1]
+    assert [e.trade_id for e in events if isinstance(e, Trade)] == ["sig-sig-1-1"] * 2
     await restarted.on_candle(candle(2, "110", "110"))
     async with sessions() as session:
         orders = await list_orders(session)

@@ -50,7 +50,7 @@ STOP_LOSS_REASON = "stop_loss"
 """The ``reason`` label counted in risk_rejections_total when a stop loss sells a position."""
 QUOTE_ASSET = "USDT"
 RECENT_CANDLES = 8
-OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.SENT, OrderStatus.PARTIALLY_FILLED)
+REPUBLISH_ON_START = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +115,15 @@ class OrderExecutor:
     # --- start: rebuild what memory held ------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuild the account from the stored fills, load the risk state, and take up every
-        order that is not final: dry run waits for the next candle; live reconciles each with
-        the exchange by its client order id (sent before a crash, or never sent)."""
+        """Rebuild the account from the stored fills, load the risk state, publish the latest
+        final orders again, and take up every order that is not final: dry run waits for the
+        next candle; live reconciles each with the exchange by its client order id (sent
+        before a crash, or never sent)."""
         async with self.sessions() as session:
             trades = await list_trades(session)
-            unfinished = await list_orders(session, statuses=OPEN_STATUSES)
+            orders = await list_orders(session)
+        unfinished = [order for order in orders if not order.status.is_final]
+        await self._republish_recent(orders, trades)
         self.account = PaperAccount.replay(
             self.initial_cash, self.fill_model, (self._quote_fee(t) for t in trades)
         )
@@ -139,6 +142,16 @@ class OrderExecutor:
             unfinished_orders=len(unfinished),
             cash=str(self.account.cash),
         )
+
+    async def _republish_recent(self, orders: list[Order], trades: list[Trade]) -> None:
+        """Publish the latest final orders and their fills again: a crash between committing
+        a fill and publishing it must not hide it from the portfolio (whose handlers are
+        idempotent, as every bus handler is)."""
+        recent = [order for order in orders if order.status.is_final][-REPUBLISH_ON_START:]
+        wanted = {order.client_order_id for order in recent}
+        fills = [trade for trade in trades if trade.client_order_id in wanted]
+        if recent:
+            await self.bus.publish_many(ORDERS, [*recent, *fills])
 
     # --- signals -------------------------------------------------------------------------
 
