@@ -7,6 +7,7 @@ fills with the shared fill model; DRY_RUN=false sends to BINANCE_BASE_URL.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -28,6 +29,7 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
     assert ctx.database is not None
     fill_model = FillModel()
     broker = None
+    exchange = None
     if not settings.dry_run:
         from shared.exchange import BinanceExchange
 
@@ -36,7 +38,6 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
         exchange = BinanceExchange(
             settings, on_alert=lambda text: ctx.notifier.send_error(text, SERVICE)
         )
-        ctx.on_stop(exchange.close)
         broker = LiveBroker(exchange, fee_rate=fill_model.fee_rate)
     executor = OrderExecutor(
         sessions=ctx.database.sessions,
@@ -48,10 +49,23 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
         risk_store=RiskStateStore(ctx.redis, ctx.bus.namespace),
         notifier=ctx.notifier,
     )
-    await executor.start()
+    try:
+        await executor.start()
+    except BaseException:
+        if exchange is not None:
+            await exchange.close()
+        raise
     signals = ctx.consumer(SIGNALS, executor.on_signal, accept=[Signal])
     candles = ctx.consumer(CANDLES, executor.on_candle, accept=[Candle])
-    return [signals.run(), candles.run()]
+
+    async def consume() -> None:
+        try:
+            await asyncio.gather(signals.run(), candles.run())
+        finally:  # after the in-flight orders are done (the consumers drain first)
+            if exchange is not None:
+                await exchange.close()
+
+    return [consume()]
 
 
 def main() -> None:
