@@ -170,3 +170,37 @@ def test_no_candles_in_range_is_an_error(data_file: Path) -> None:
     )
     assert code != 0
     assert "no candles" in err and len(err.strip().splitlines()) == 1
+
+
+async def _store(url: str, path: Path) -> int:
+    from backtester.data import load_file_candles
+    from shared.db import create_engine, create_sessionmaker, upsert_candles
+
+    candles = load_file_candles(path, "BTCUSDT", "1h").candles
+    engine = create_engine(url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await upsert_candles(session, candles)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return len(candles)
+
+
+def test_database_run_equals_the_file_run(data_file: Path, migrated_database_url: str) -> None:
+    import asyncio
+
+    asyncio.run(_store(migrated_database_url, data_file))
+    args = ("--strategy", "ema_crossover", "--output", "json", "--start", "2019-01-10")
+    result = CliRunner().invoke(
+        app, ["backtest", "run", *args], env={"DATABASE_URL": migrated_database_url}
+    )
+    assert result.exit_code == 0, result.stderr
+    from_db = json.loads(result.stdout)
+    code, out, err = invoke(*args, "--data", str(data_file))
+    assert code == 0, err
+    from_file = json.loads(out)
+    assert from_db["manifest"]["data_source"]["type"] == "database"
+    assert from_db["run"]["warmup_candles"] == from_file["run"]["warmup_candles"] == 21
+    for key in ("metrics", "run", "trades", "equity_curve"):
+        assert from_db[key] == from_file[key], key
