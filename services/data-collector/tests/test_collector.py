@@ -23,6 +23,7 @@ from shared.bus_envelope import decode
 from shared.config import load_settings
 from shared.db import candles_between, create_engine, create_sessionmaker
 from shared.exchange import BinanceExchange, ConnectionState
+from shared.metrics import CANDLES_RECEIVED_TOTAL, WS_RECONNECTIONS_TOTAL
 from shared.models import Candle
 from shared.streams import CANDLES
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -146,6 +147,7 @@ async def stored(sessions, symbol: str) -> list[Candle]:
 async def test_candles_of_two_symbols_are_stored_and_published_once(
     start, sim, redis, redis_namespace, sessions
 ):
+    received = {s: CANDLES_RECEIVED_TOTAL.labels(s, "1m")._value.get() for s in SYMBOLS}
     await start()
     for symbol in SYMBOLS:  # history: stored for warm-ups, not published
         assert [key(c) for c in await stored(sessions, symbol)] == [
@@ -159,11 +161,14 @@ async def test_candles_of_two_symbols_are_stored_and_published_once(
         expected = SERIES[symbol][SIM_HISTORY : SIM_HISTORY + 3]
         assert [key(c) for c in events if c.symbol == symbol] == [key(c) for c in expected]
         assert len(await stored(sessions, symbol)) == HISTORY + 3
+        counted = CANDLES_RECEIVED_TOTAL.labels(symbol, "1m")._value.get()
+        assert counted == received[symbol] + HISTORY + 3
 
 
 async def test_a_dropped_websocket_is_backfilled_over_rest_none_missing_none_twice(
     start, sim, redis, redis_namespace, sessions
 ):
+    reconnections = WS_RECONNECTIONS_TOTAL._value.get()
     gate = Gate()
     running = await start(sleep=gate.sleep)
     await sim.control.advance(2)
@@ -179,6 +184,7 @@ async def test_a_dropped_websocket_is_backfilled_over_rest_none_missing_none_twi
     await sim.control.advance(1)
     events = await published(redis, redis_namespace, 12)
     assert running.collector.stream.reconnections == 1
+    assert WS_RECONNECTIONS_TOTAL._value.get() == reconnections + 1
     for symbol in SYMBOLS:
         expected = SERIES[symbol][SIM_HISTORY : SIM_HISTORY + 6]
         assert [key(c) for c in events if c.symbol == symbol] == [key(c) for c in expected]
