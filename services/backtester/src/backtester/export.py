@@ -1,6 +1,6 @@
 """JSON and CSV forms of a backtest result, and its manifest.
 
-Encoding: money and quantities as decimal strings (never exponent notation), ratios as JSON
+Encoding: money and quantities as decimal strings (no exponent, no trailing zeros), ratios as JSON
 numbers (±∞ and NaN as null), durations in seconds, datetimes ISO 8601 in UTC. Everything but
 the manifest's `created_at` depends only on the inputs, so the same run gives the same bytes.
 """
@@ -35,7 +35,7 @@ def package_version() -> str:
 def encode(value: Any) -> Any:
     """One value in the export's encoding (see the module docstring)."""
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return format(value.normalize(), "f")  # no exponent, no trailing zeros
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, datetime):
