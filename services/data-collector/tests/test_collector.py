@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from data_collector.collector import DataCollector
+from data_collector.main import health_checks
 from data_collector.storage import CandleStorage
 from exchange_simulator.testing import RunningSimulator, running_simulator, synthetic_candles
 from redis.asyncio import Redis
@@ -23,6 +24,7 @@ from shared.bus_envelope import decode
 from shared.config import load_settings
 from shared.db import candles_between, create_engine, create_sessionmaker
 from shared.exchange import BinanceExchange, ConnectionState
+from shared.healthcheck import CheckFailed
 from shared.metrics import CANDLES_RECEIVED_TOTAL, WS_RECONNECTIONS_TOTAL
 from shared.models import Candle
 from shared.streams import CANDLES
@@ -213,6 +215,23 @@ async def test_a_restart_resumes_from_the_last_stored_candle_and_publishes_the_u
         expected = SERIES[symbol][SIM_HISTORY : SIM_HISTORY + 5]
         assert [key(c) for c in events if c.symbol == symbol] == [key(c) for c in expected]
         assert len(await stored(sessions, symbol)) == HISTORY + 5
+
+
+async def test_health_fails_when_the_last_candle_is_older_than_two_intervals_or_ws_is_down(
+    start, sim, exchange
+):
+    running = await start()
+    checks = health_checks(running.collector)
+    assert await checks["websocket"]() == "connected"
+    assert "s ago" in str(await checks["candles BTCUSDT 1m"]())  # closed a second ago
+    current = (await sim.control.state())["replay"]["current_open_time"]
+    await sim.control.set_clock(server_time_ms=current + 2 * 60_000)  # 2 min with no candle
+    await exchange.sync_clock()
+    with pytest.raises(CheckFailed, match=r"last closed ETHUSDT 1m candle is .* old"):
+        await checks["candles ETHUSDT 1m"]()
+    await running.stop()
+    with pytest.raises(CheckFailed, match="not connected"):
+        await checks["websocket"]()
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.config import Settings
 from shared.exchange import BinanceExchange
-from shared.healthcheck import age_check, flag_check
+from shared.healthcheck import CheckFunc, age_check, flag_check
 from shared.models import interval_delta
 from shared.service import ServiceContext, run_service
 
@@ -34,6 +34,22 @@ def configured_series(settings: Settings) -> list[Series]:
     return [(symbol, interval) for symbol in symbols for interval in intervals]
 
 
+def health_checks(collector: DataCollector) -> dict[str, CheckFunc]:
+    """/health's "websocket" (connected) and, per series, the age of its last closed candle
+    on the exchange's clock, failing when older than two intervals."""
+    down = "kline WebSocket is not connected"
+    checks = {"websocket": flag_check(collector.connected, down, "connected")}
+    for series in collector.series:
+        symbol, interval = series
+        checks[f"candles {symbol} {interval}"] = age_check(
+            collector.last_close_of(series),
+            2 * interval_delta(interval),
+            what=f"last closed {symbol} {interval} candle",
+            clock=collector.exchange_now,
+        )
+    return checks
+
+
 async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
     """The collector's one long task, with its health checks registered."""
     settings = ctx.settings
@@ -49,21 +65,8 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
         series=configured_series(settings),
         history_candles=settings.collector_history_candles,
     )
-    ctx.health.add_check(
-        "websocket",
-        flag_check(collector.connected, "kline WebSocket is not connected", "connected"),
-    )
-    for series in collector.series:
-        symbol, interval = series
-        ctx.health.add_check(
-            f"candles {symbol} {interval}",
-            age_check(
-                collector.last_close_of(series),
-                2 * interval_delta(interval),
-                what=f"last closed {symbol} {interval} candle",
-                clock=collector.exchange_now,
-            ),
-        )
+    for name, check in health_checks(collector).items():
+        ctx.health.add_check(name, check)
     ctx.on_stop(collector.stop)
 
     async def run() -> None:
