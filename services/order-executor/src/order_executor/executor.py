@@ -49,7 +49,9 @@ log = structlog.get_logger("order_executor")
 STOP_LOSS_REASON = "stop_loss"
 """The ``reason`` label counted in risk_rejections_total when a stop loss sells a position."""
 QUOTE_ASSET = "USDT"
-RECENT_CANDLES = 8
+RECENT_CANDLES = 1024
+"""Candles kept per symbol so that a signal handled after later candles (the candles consumer
+ran ahead) still fills at the open of the candle after its own."""
 REPUBLISH_ON_START = 20
 
 
