@@ -81,12 +81,16 @@ async def test_file_and_database_give_the_same_result(
     assert from_db.source["type"] == "database"
 
 
-def test_fast_candle_building_equals_the_validated_models(shared_data: Path) -> None:
+def test_fast_candle_building_equals_the_validated_models(
+    shared_data: Path, tmp_path: Path
+) -> None:
     from shared.candle_io import read_candle_file
 
-    batch = next(read_candle_file(shared_data / "BTCUSDT-15m.csv.gz", "15m"))
+    path = tmp_path / "BTCUSDT-15m.csv.gz"
+    write_slice(shared_data / "BTCUSDT-15m.csv.gz", path, "0", 3000)  # all 11 columns
+    [batch] = list(read_candle_file(path, "15m"))
     fast = batch_candles(batch, "BTCUSDT", "15m")
-    assert fast == batch.to_candles("BTCUSDT", "15m")
-    assert [c.model_dump() for c in fast[:50]] == [
-        c.model_dump() for c in batch.to_candles("BTCUSDT", "15m")[:50]
-    ]
+    validated = batch.to_candles("BTCUSDT", "15m")
+    assert len(fast) == 3000 and fast == validated
+    assert [c.model_dump() for c in fast] == [c.model_dump() for c in validated]
+    assert fast[0].quote_volume is not None and fast[0].trades is not None
