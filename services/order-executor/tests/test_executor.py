@@ -256,3 +256,16 @@ async def test_dry_run_fills_equal_the_backtest_on_real_candles(
     assert executor.risk.state.rejections == result.counts.risk_rejections
     buys = sum(1 for t in trades if t.side is Side.BUY)
     assert ORDERS_TOTAL.labels("FILLED", "BUY")._value.get() == counted_before + buys
+
+
+async def test_a_signal_handled_after_later_candles_fills_at_the_open_after_its_own_candle(
+    sessions, redis, redis_namespace
+):
+    executor = make_executor(sessions, redis, redis_namespace)
+    await executor.start()
+    bars = [candle(0, "100", "100"), candle(1, "101", "102"), candle(2, "103", "104")]
+    for bar in bars:  # the candles consumer ran ahead of the signals consumer
+        await executor.on_candle(bar)
+    order = await executor.on_signal(signal(bars[0], Side.BUY, "1", "late"))
+    assert (order.status, order.avg_fill_price) == (OrderStatus.FILLED, D(101))
+    assert order.updated_at == bars[1].open_time
