@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -99,11 +100,12 @@ def _live_demo(
         history=300,
         sim_port=sim_port,
         env={
+            # Readable warnings only (the table shows the flow), unless the user asks for more.
+            "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             "DATABASE_URL": database_url,
             "BUS_NAMESPACE": f"demo-{int(time.time())}",
             "DRY_RUN": "true",
-            "LOG_FORMAT": "console",
-            "LOG_LEVEL": "WARNING",
         },
         live_view=console.is_terminal,
         duration=duration,

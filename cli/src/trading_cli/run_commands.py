@@ -38,11 +38,7 @@ from rich.text import Text
 
 from trading_cli.data_commands import fail, resolve_series, settings_or_exit
 from trading_cli.service_catalog import SERVICE_NAMES, ServiceSpec, service_specs
-from trading_cli.status_commands import (
-    WATCHED_METRICS,
-    ServiceProbe,
-    probe_services,
-)
+from trading_cli.status_commands import ServiceProbe, activity, probe_services
 from trading_cli.supervisor import ChildProcess, ChildState, Supervisor
 
 __all__ = ["RunOptions", "run", "run_platform"]
@@ -50,6 +46,8 @@ __all__ = ["RunOptions", "run", "run_platform"]
 console = Console()
 
 SIMULATOR = "exchange-simulator"
+SUMMARY_EVERY = 10.0
+"""Seconds between status lines when there is no live view."""
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue")
 
 
@@ -110,7 +108,12 @@ def _simulator_child(options: RunOptions, env: dict[str, str], logs: Path) -> Ch
     for file in options.data:
         argv += ["--data", str(file)]
     base = f"http://127.0.0.1:{options.sim_port}"
-    # The services trade on the simulator with the key pair it accepts.
+    series = [resolve_series(file, None, None) for file in options.data]
+    # The services trade on the simulator with the key pair it accepts, and collect exactly
+    # the series it replays (its history included) unless told otherwise.
+    env.setdefault("COLLECTOR_SYMBOLS", ",".join(dict.fromkeys(s for s, _ in series)))
+    env.setdefault("COLLECTOR_INTERVALS", ",".join(dict.fromkeys(i for _, i in series)))
+    env.setdefault("COLLECTOR_HISTORY_CANDLES", str(options.history))
     env.update(
         BINANCE_BASE_URL=base,
         BINANCE_WS_URL=f"ws://127.0.0.1:{options.sim_port}",
@@ -137,6 +140,27 @@ async def _wait_until_answering(
     raise RuntimeError(f"the exchange simulator did not answer {url} within {wait_seconds:g} s")
 
 
+async def _align_simulator_clock(port: int) -> None:
+    """Set the simulator's server clock to the replay's time (the close of its last candle).
+
+    Its clock is otherwise today's wall clock while it replays candles from the past, and the
+    services compare the two: the data collector publishes only candles that close after the
+    exchange's "now" at its first start, and checks the age of the last candle against it.
+    """
+    state = await _simulator_state(port)
+    if state is None:
+        raise RuntimeError("the exchange simulator did not answer /_sim/state")
+    replay_time = int(state["replay"]["current_open_time"])
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.post(
+            f"http://127.0.0.1:{port}/_sim/clock", json={"server_time_ms": replay_time}
+        ) as response,
+    ):
+        if response.status != 200:
+            raise RuntimeError(f"the simulator refused its clock: {await response.text()}")
+
+
 async def _simulator_state(port: int) -> dict[str, Any] | None:
     try:
         async with (
@@ -153,31 +177,20 @@ def _view(
     states: list[ChildState], probes: dict[str, ServiceProbe], simulator: dict[str, Any] | None
 ) -> Group:
     table = Table(title="trading run — Ctrl-C stops everything", title_justify="left")
-    for column in ("service", "process", "restarts", "health", *WATCHED_METRICS):
-        table.add_column(
-            column.replace("_", " "), justify="left" if column == "service" else "right"
-        )
+    for column in ("service", "process", "pid", "restarts", "health", "activity"):
+        table.add_column(column, overflow="fold")
     for state in states:
         probe = probes.get(state.name)
         health = "" if probe is None else probe.status
         colour = {"ok": "green", "degraded": "yellow"}.get(health, "red")
-        row = [
+        table.add_row(
             state.name,
-            f"{state.state} {state.pid or ''}".strip(),
+            state.state,
+            str(state.pid or ""),
             str(state.restarts),
             f"[{colour}]{health}[/]" if health else "",
-        ]
-        for column in WATCHED_METRICS:
-            value = None if probe is None else probe.metrics.get(column)
-            text = (
-                ""
-                if value is None
-                else f"{value:,.2f}"
-                if column == "portfolio_value"
-                else f"{value:,.0f}"
-            )
-            row.append(text)
-        table.add_row(*row)
+            "" if probe is None else activity(probe),
+        )
     parts: list[Any] = [table]
     if simulator is not None:
         replay = simulator.get("replay", {})
@@ -223,6 +236,7 @@ async def run_platform(options: RunOptions) -> int:
                     lambda: process is not None and process.returncode is None,
                     wait_seconds=120,
                 )
+                await _align_simulator_clock(options.sim_port)
             except RuntimeError as exc:
                 sink(SIMULATOR, str(exc))
                 return 1
@@ -241,9 +255,15 @@ async def run_platform(options: RunOptions) -> int:
 
 
 async def _supervise(supervisor: Supervisor, options: RunOptions) -> int:
+    """Refresh the view until a stop request, the duration or a child failing for good.
+
+    Without the live view (not a terminal, --no-status) a summary line is printed every
+    ``SUMMARY_EVERY`` seconds and the full table once at the end.
+    """
     deadline = None if options.duration is None else time.monotonic() + options.duration
     probes: dict[str, ServiceProbe] = {}
     simulator: dict[str, Any] | None = None
+    next_summary = time.monotonic() + SUMMARY_EVERY
 
     async def refresh() -> None:
         nonlocal simulator
@@ -258,18 +278,32 @@ async def _supervise(supervisor: Supervisor, options: RunOptions) -> int:
         refresh_per_second=2,
         transient=False,
     )
+    status = 0
     with view if options.live_view else contextlib.nullcontext():
         while not supervisor.stopping.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if supervisor.failed.is_set():
-                return 1
+                status = 1
+                break
             if options.live_view:
                 await refresh()
                 view.update(_view(supervisor.children, probes, simulator))
+            elif time.monotonic() >= next_summary:
+                await refresh()
+                console.print(_summary_line(probes), highlight=False, soft_wrap=True)
+                next_summary = time.monotonic() + SUMMARY_EVERY
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(supervisor.stopping.wait(), 1.0)
-    return 0
+    if not options.live_view:
+        await refresh()
+        console.print(_view(supervisor.children, probes, simulator))
+    return status
+
+
+def _summary_line(probes: dict[str, ServiceProbe]) -> str:
+    parts = [f"{p.service} {p.status} {activity(p)}".strip() for p in probes.values()]
+    return "status: " + "; ".join(parts)
 
 
 def run(

@@ -27,6 +27,7 @@ from trading_cli.service_catalog import (
 __all__ = [
     "WATCHED_METRICS",
     "ServiceProbe",
+    "activity",
     "format_metric",
     "probe_services",
     "status",
@@ -36,12 +37,12 @@ __all__ = [
 console = Console()
 
 WATCHED_METRICS = {
-    "candles": "candles_received_total",
-    "signals": "signals_generated_total",
-    "orders": "orders_total",
-    "portfolio_value": "portfolio_value",
+    "candles": ("data-collector", "candles_received_total"),
+    "signals": ("strategy-engine", "signals_generated_total"),
+    "orders": ("order-executor", "orders_total"),
+    "portfolio_value": ("portfolio-manager", "portfolio_value"),
 }
-"""Column name -> metric summed over its label sets (each service exposes its own)."""
+"""Column -> (the service that counts it, metric summed over its label sets)."""
 
 
 @dataclass
@@ -61,9 +62,12 @@ class ServiceProbe:
         return self.status == "ok"
 
 
-def _sum_metrics(text: str) -> dict[str, float]:
+def _sum_metrics(text: str, service: str) -> dict[str, float]:
     totals: dict[str, float] = {}
-    wanted = {metric: column for column, metric in WATCHED_METRICS.items()}
+    # Every process exposes every metric of the shared registry; only the owner's count.
+    wanted = {
+        metric: column for column, (owner, metric) in WATCHED_METRICS.items() if owner == service
+    }
     for family in text_string_to_metric_families(text):
         # The parser drops a counter's _total suffix from the family name but not the samples'.
         for sample in family.samples:
@@ -71,6 +75,14 @@ def _sum_metrics(text: str) -> dict[str, float]:
             if column is not None:
                 totals[column] = totals.get(column, 0.0) + sample.value
     return totals
+
+
+def activity(probe: ServiceProbe) -> str:
+    """The service's watched counters in words, e.g. ``candles 640``."""
+    return ", ".join(
+        f"{column.replace('_', ' ')} {format_metric(column, value)}"
+        for column, value in probe.metrics.items()
+    )
 
 
 async def _probe(
@@ -94,7 +106,7 @@ async def _probe(
             )
         if with_metrics:
             async with session.get(f"{url}/metrics") as response:
-                probe.metrics = _sum_metrics(await response.text())
+                probe.metrics = _sum_metrics(await response.text(), spec.name)
         return probe
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
@@ -124,32 +136,17 @@ def format_metric(column: str, value: float | None) -> str:
 _STYLES = {"ok": "green", "degraded": "yellow", "fail": "red", "down": "red"}
 
 
-def status_table(probes: list[ServiceProbe], *, metrics: bool = False) -> Table:
-    """A rich table of the probes (with the watched metrics when ``metrics``)."""
-    table = Table(title="Services")
-    table.add_column("service")
-    table.add_column("health")
-    table.add_column("uptime", justify="right")
-    if metrics:
-        for column in WATCHED_METRICS:
-            table.add_column(column.replace("_", " "), justify="right")
-    table.add_column("problem", overflow="fold")
+def status_table(probes: list[ServiceProbe]) -> Table:
+    """A rich table of the probes."""
+    table = Table(title="Services", title_justify="left")
+    for column in ("service", "health", "uptime", "activity", "problem"):
+        table.add_column(column, overflow="fold")
     for probe in probes:
         style = _STYLES.get(probe.status, "red")
         uptime = "" if probe.uptime is None else f"{probe.uptime:.0f}s"
-        row = [probe.service, f"[{style}]{probe.status}[/]", uptime]
-        if metrics:
-            for column in WATCHED_METRICS:
-                value = probe.metrics.get(column)
-                row.append(
-                    ""
-                    if value is None
-                    else f"{value:,.2f}"
-                    if "value" in column
-                    else f"{value:,.0f}"
-                )
-        row.append("; ".join(f"{name}: {error}" for name, error in probe.failing.items()))
-        table.add_row(*row)
+        problem = "; ".join(f"{name}: {error}" for name, error in probe.failing.items())
+        health = f"[{style}]{probe.status}[/]"
+        table.add_row(probe.service, health, uptime, activity(probe), problem)
     return table
 
 
@@ -182,6 +179,6 @@ def status(
     if as_json:
         print(json.dumps([asdict(probe) for probe in probes], indent=2))
     else:
-        console.print(status_table(probes, metrics=True))
+        console.print(status_table(probes))
     if not all(probe.healthy for probe in probes):
         raise typer.Exit(1)
