@@ -34,8 +34,9 @@ uv:
 sync: uv
 	@$(UV) sync --frozen --all-packages
 
+# Runs until Ctrl-C; options go to `trading demo`, e.g. make run RUN_ARGS="--duration 120"
 run: sync
-	$(RUN) trading demo --live
+	$(RUN) trading demo --live $(RUN_ARGS)
 
 test: sync
 	$(RUN) pytest
