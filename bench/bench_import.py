@@ -10,7 +10,7 @@ keeps its best time (the machine is shared: the best run is the least disturbed 
 - platform import: `import_candle_file` into an empty `candles` table: gunzip, parse,
   validate, store by text COPY, commit, gap report (what `trading data import` runs,
   without the progress bar), then the same file again (every candle already stored);
-- its parts: parse only, parse + the COPY text, store only (`store_batch`);
+- its parts: parse only, parse + the COPY text, store only (`upsert_candle_rows`);
 - the alternative through `Candle` models and `shared.db.upsert_candles`;
 - peers: PostgreSQL COPY of the same rows into an empty table: COPY FROM the file's CSV
   text (decompressed beforehand) into a table of the file's shape; asyncpg
@@ -34,7 +34,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 from shared.candle_io import read_candle_file
-from shared.candle_io.bulk import COLUMNS, prepare_batch, store_batch
+from shared.candle_io.bulk import prepare_batch
 from shared.candle_io.importer import import_candle_file
 from shared.config import load_settings
 from shared.db import (
@@ -44,6 +44,7 @@ from shared.db import (
     upgrade_to_head,
     upsert_candles,
 )
+from shared.repositories.candles import CANDLE_COLUMNS, upsert_candle_rows
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -138,7 +139,7 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
 
     async def copy_candle_csv() -> int:
         await connection.copy_to_table(
-            "copy_peer_records", source=io.BytesIO(candle_csv), format="csv", columns=COLUMNS
+            "copy_peer_records", source=io.BytesIO(candle_csv), format="csv", columns=CANDLE_COLUMNS
         )
         return len(records)
 
@@ -163,7 +164,7 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
 
     async def store_only() -> int:
         async with sessions.begin() as session:
-            return sum([await store_batch(session, batch) for batch in prepared])
+            return sum([await upsert_candle_rows(session, b.csv, b.rows) for b in prepared])
 
     async def parse_and_models() -> int:
         return sum(len(b.to_candles(SYMBOL, INTERVAL)) for b in read_candle_file(path, INTERVAL))
@@ -190,7 +191,7 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
         ),
         Case(
             "peer: COPY FROM CSV (candles' shape)",
-            "the CSV store_batch sends, into a table like candles",
+            "the CSV the importer sends, into a table like candles",
             fresh_peer_records,
             copy_candle_csv,
         ),
@@ -213,7 +214,12 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
             nothing,
             parse_and_prepare,
         ),
-        Case("  store only", "store_batch of prepared batches + commit", empty_candles, store_only),
+        Case(
+            "  store only",
+            "upsert_candle_rows of prepared batches + commit",
+            empty_candles,
+            store_only,
+        ),
         Case(
             "alt: parse + Candle models",
             "parse only + a pydantic Candle per row",

@@ -24,7 +24,7 @@ from shared.db import (
     upsert_candles,
 )
 from shared.models import Candle
-from shared.repositories.candles import COPY_THRESHOLD
+from shared.repositories.candles import COPY_THRESHOLD, upsert_candle_rows
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -225,6 +225,37 @@ async def test_bulk_upsert_racing_another_writer_falls_back_to_merging(sessions)
             assert await racing == len(candles) - 1
 
     assert await count_candles(sessions) == len(candles)
+
+
+def copy_text(candles: list[Candle]) -> bytes:
+    """The COPY CSV `upsert_candle_rows` takes, written by hand as the importer would."""
+    lines = [
+        f"{c.symbol},{c.interval},{c.open_time.isoformat()},{c.open},{c.high},{c.low},"
+        f"{c.close},{c.volume},{'' if c.quote_volume is None else c.quote_volume},"
+        f"{'' if c.trades is None else c.trades},{c.closed}"
+        for c in candles
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def test_text_rows_go_through_the_same_idempotent_upsert(sessions) -> None:
+    # The importer's path: COPY text straight in; on overlap, the staging merge keeps the
+    # stored candle (first write wins) and counts only the new ones.
+    candles = make_candles(50)
+    changed = [c.model_copy(update={"close": c.close + 1}) for c in candles[:20]]
+    async with sessions.begin() as session:
+        assert await upsert_candle_rows(session, copy_text(candles[10:30]), 20) == 20
+    async with sessions.begin() as session:
+        assert await upsert_candle_rows(session, copy_text(changed + candles[20:]), 50) == 30
+        assert await upsert_candle_rows(session, b"", 0) == 0
+    async with sessions() as session:
+        await upsert_candle_rows(session, copy_text(make_candles(5, symbol="ETHUSDT")), 5)
+        await session.rollback()
+
+    async with sessions() as session:
+        stored = await candles_between(session, "BTCUSDT", "1m")
+    assert stored == changed[:10] + candles[10:]
+    assert await count_candles(sessions) == 50
 
 
 async def test_candles_between_is_half_open_and_oldest_first(sessions) -> None:

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.candle_io.bulk import PreparedBatch, prepare_batch, store_batch
+from shared.candle_io.bulk import PreparedBatch, prepare_batch
 from shared.candle_io.errors import CandleFileError
 from shared.candle_io.readers import DEFAULT_BLOCK_BYTES, CandleReader
 from shared.candle_io.sources import detect_source
 from shared.candle_io.validation import CandleValidator
 from shared.db import find_gaps
 from shared.models import INTERVALS, CandleGap
+from shared.repositories.candles import upsert_candle_rows
 
 ProgressCallback = Callable[[int, int], None]
 """Called after each batch with (done, total), in the reader's unit (bytes or rows)."""
@@ -99,7 +100,7 @@ async def import_candle_file(
                 while (item := await pending) is not None:
                     position, batch = item
                     pending = asyncio.ensure_future(asyncio.to_thread(_next_or_none, batches))
-                    new += await store_batch(session, batch)
+                    new += await upsert_candle_rows(session, batch.csv, batch.rows)
                     rows_read += batch.rows
                     if progress is not None:
                         progress(position, reader.total)

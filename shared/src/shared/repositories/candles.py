@@ -99,7 +99,7 @@ async def upsert_candles(session: AsyncSession, candles: Iterable[Candle]) -> in
     connection = await session.connection()
     if len(records) > COPY_THRESHOLD:
         # A big batch: leave out what is stored already (one index-only range scan per
-        # series), then COPY the rest straight in. A re-import then costs one query.
+        # series), so a re-import costs one query and the COPY below rarely needs a merge.
         stored = await _stored_keys(connection, records)
         records = [record for record in records if record[:3] not in stored]
     if not records:
@@ -108,10 +108,28 @@ async def upsert_candles(session: AsyncSession, candles: Iterable[Candle]) -> in
         rows = [dict(zip(CANDLE_COLUMNS, record, strict=True)) for record in records]
         statement = pg_insert(CANDLES).values(rows).on_conflict_do_nothing(index_elements=_KEY)
         return (await connection.execute(statement)).rowcount
-    copied = await _copy_straight_in(connection, records)
-    if copied is None:  # another writer stored some of them meanwhile
-        return await _copy_then_merge(connection, records)
-    return copied
+    return await upsert_candle_rows(session, _csv(records), len(records))
+
+
+async def upsert_candle_rows(session: AsyncSession, rows: bytes, count: int) -> int:
+    """Store `count` candles given as COPY CSV text; return how many were new.
+
+    The bulk path of every candle write (`upsert_candles` and the file importer): one CSV
+    line per candle, fields in `CANDLE_COLUMNS` order, an empty field for NULL, the numbers
+    as exact decimal text, times in ISO 8601 with an offset. PostgreSQL parses and checks
+    the text, so nothing is rounded on the way. The keys (symbol, interval, open_time) must
+    be distinct within `rows`: the callers pass deduplicated or strictly ordered rows.
+
+    Same contract as `upsert_candles`: runs in the caller's transaction, never commits, and
+    is safe against a concurrent writer (a key stored meanwhile is left as it is).
+    """
+    if not count:
+        return 0
+    connection = await session.connection()
+    copied = await _copy_straight_in(connection, rows)
+    if copied:
+        return count
+    return await _copy_then_merge(connection, rows)
 
 
 def _first_of_each_key(records: list[Record]) -> list[Record]:
@@ -149,38 +167,36 @@ def _csv(records: Sequence[Record]) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def _driver_copy(connection: AsyncConnection, table: str, records: Sequence[Record]) -> None:
+async def _driver_copy(connection: AsyncConnection, table: str, rows: bytes) -> None:
     # asyncpg's COPY on the session's own connection, inside its open transaction.
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
-    await driver.copy_to_table(
-        table, source=io.BytesIO(_csv(records)), columns=CANDLE_COLUMNS, format="csv"
-    )
+    await driver.copy_to_table(table, source=io.BytesIO(rows), columns=CANDLE_COLUMNS, format="csv")
 
 
-async def _copy_straight_in(connection: AsyncConnection, records: Sequence[Record]) -> int | None:
-    """COPY candles believed new directly into `candles`: the fast path.
+async def _copy_straight_in(connection: AsyncConnection, rows: bytes) -> bool:
+    """COPY the rows directly into `candles`: the fast path, for a range not stored yet.
 
-    A concurrent writer may have stored one of them since `_stored_keys` looked; then the
-    COPY fails on the primary key, the savepoint undoes it, and None says "merge instead".
+    If any of them is stored already (or a concurrent writer stores one first), the COPY
+    fails on the primary key, the savepoint undoes it, and False says "merge instead".
     """
     import asyncpg  # the driver's own error type: the COPY bypasses SQLAlchemy's wrapping
 
     try:
         async with connection.begin_nested():
-            await _driver_copy(connection, CANDLES.name, records)
+            await _driver_copy(connection, CANDLES.name, rows)
     except asyncpg.UniqueViolationError:
-        return None
-    return len(records)
+        return False
+    return True
 
 
-async def _copy_then_merge(connection: AsyncConnection, records: Sequence[Record]) -> int:
+async def _copy_then_merge(connection: AsyncConnection, rows: bytes) -> int:
     # COPY cannot skip rows already stored, so the rows land in a TEMP table first and one
     # INSERT ... SELECT ... ON CONFLICT DO NOTHING merges them. The CREATE runs through
     # SQLAlchemy, inside the transaction that the driver-level COPY then joins.
     await connection.execute(CreateTable(_STAGING))
-    await _driver_copy(connection, _STAGING.name, records)
+    await _driver_copy(connection, _STAGING.name, rows)
     merge = (
         pg_insert(CANDLES)
         .from_select(CANDLE_COLUMNS, select(*(_STAGING.c[name] for name in CANDLE_COLUMNS)))
