@@ -77,6 +77,9 @@ def test_services_start_after_healthy_stores_and_a_completed_migration(
         assert depends["postgres"]["condition"] == "service_healthy", name
         assert depends["redis"]["condition"] == "service_healthy", name
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    for name in ("strategy-engine", "order-executor", "portfolio-manager"):
+        # They warm up from the candles the collector backfills (as `trading run` orders it).
+        assert services[name]["depends_on"]["data-collector"]["condition"] == "service_healthy"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["migrate"]["restart"] == "no"
 

@@ -39,13 +39,16 @@ from rich.text import Text
 from trading_cli.data_commands import fail, resolve_series, settings_or_exit
 from trading_cli.service_catalog import SERVICE_NAMES, ServiceSpec, service_specs
 from trading_cli.status_commands import ServiceProbe, activity, probe_services
-from trading_cli.supervisor import ChildProcess, ChildState, Supervisor
+from trading_cli.supervisor import ChildProcess, ChildState, LineSink, Supervisor
 
-__all__ = ["RunOptions", "run", "run_platform"]
+__all__ = ["Platform", "RunOptions", "run", "run_platform"]
 
 console = Console()
 
 SIMULATOR = "exchange-simulator"
+COLLECTOR = "data-collector"
+COLLECTOR_READY_SECONDS = 180.0
+"""How long the other services wait for the data collector's first healthy answer."""
 SUMMARY_EVERY = 10.0
 """Seconds between status lines when there is no live view."""
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue")
@@ -205,53 +208,95 @@ def _view(
     return Group(*parts)
 
 
-async def run_platform(options: RunOptions) -> int:
-    """Start, supervise and stop the platform; returns the exit status."""
-    env = await asyncio.to_thread(_child_env, options)
-    logs = Path(env["TRADING_DATA_DIR"]) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    colours = {
-        name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate((SIMULATOR, *SERVICE_NAMES))
-    }
-    width = max(len(name) for name in colours)
+def console_sink() -> LineSink:
+    """Print each child's lines prefixed with its name, one colour per child."""
+    names = (SIMULATOR, *SERVICE_NAMES)
+    colours = {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(names)}
+    width = max(len(name) for name in names)
 
     def sink(name: str, line: str) -> None:
         # While the live view runs, rich prints these above it.
         prefix = Text(f"{name:>{width}} | ", style=colours.get(name, "white"))
         console.print(prefix + Text(line), highlight=False, soft_wrap=True)
 
-    supervisor = Supervisor(sink)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, supervisor.stopping.set)
-    status = 0
-    try:
+    return sink
+
+
+class Platform:
+    """The exchange simulator (when ``options.data``) and the services, supervised.
+
+    `trading run` drives it; tests use it directly to reach the children's processes.
+    """
+
+    def __init__(self, options: RunOptions, sink: LineSink | None = None) -> None:
+        self.options = options
+        self.sink = sink or console_sink()
+        self.supervisor = Supervisor(self.sink)
+        self.env: dict[str, str] = {}
+
+    async def start(self) -> None:
+        """Resolve the stores, start the simulator (ready, clock aligned), then the services.
+
+        Raises RuntimeError when the simulator does not come up."""
+        options = self.options
+        self.env = await asyncio.to_thread(_child_env, options)
+        logs = Path(self.env["TRADING_DATA_DIR"]) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         if options.data:
-            sim = _simulator_child(options, env, logs)
-            await supervisor.start(sim)
-            process = supervisor.process(SIMULATOR)
-            try:
-                await _wait_until_answering(
-                    f"http://127.0.0.1:{options.sim_port}/api/v3/ping",
-                    lambda: process is not None and process.returncode is None,
-                    wait_seconds=120,
-                )
-                await _align_simulator_clock(options.sim_port)
-            except RuntimeError as exc:
-                sink(SIMULATOR, str(exc))
-                return 1
+            await self.supervisor.start(_simulator_child(options, self.env, logs))
+            process = self.supervisor.process(SIMULATOR)
+            await _wait_until_answering(
+                f"http://127.0.0.1:{options.sim_port}/api/v3/ping",
+                lambda: process is not None and process.returncode is None,
+                wait_seconds=120,
+            )
+            await _align_simulator_clock(options.sim_port)
         for spec in options.services:
-            child_env = {**env, "HEALTH_PORT": str(spec.health_port)}
+            child_env = {**self.env, "HEALTH_PORT": str(spec.health_port)}
             argv = [sys.executable, "-m", spec.module]
-            await supervisor.start(
+            await self.supervisor.start(
                 ChildProcess(spec.name, argv, child_env, log_file=logs / f"{spec.name}.log")
             )
-        status = await _supervise(supervisor, options)
+            if spec.name == COLLECTOR and len(options.services) > 1:
+                # The strategies warm up from the candles the collector backfills on its first
+                # start: start the others once it is healthy (backfilled, stream connected),
+                # as docker-compose.yml's depends_on does.
+                await self._wait_healthy(spec)
+
+    async def _wait_healthy(self, spec: ServiceSpec) -> None:
+        deadline = time.monotonic() + COLLECTOR_READY_SECONDS
+        while time.monotonic() < deadline and not self.supervisor.stopping.is_set():
+            if self.supervisor.failed.is_set():
+                return
+            (probe,) = await probe_services([spec], wait_seconds=1.0)
+            if probe.healthy:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.supervisor.stopping.wait(), 0.25)
+        self.sink(spec.name, "not healthy yet; starting the other services anyway")
+
+    async def stop(self) -> None:
+        """Stop every child, services first (last started first), the simulator last."""
+        await self.supervisor.stop()
+
+
+async def run_platform(options: RunOptions) -> int:
+    """Start, supervise and stop the platform until a signal; returns the exit status."""
+    platform = Platform(options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, platform.supervisor.stopping.set)
+    try:
+        try:
+            await platform.start()
+        except RuntimeError as exc:
+            platform.sink(SIMULATOR, str(exc))
+            return 1
+        return await _supervise(platform.supervisor, options)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await supervisor.stop()
-    return status
+        await platform.stop()
 
 
 async def _supervise(supervisor: Supervisor, options: RunOptions) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ChildProcess", "ChildState", "Supervisor"]
+__all__ = ["ChildProcess", "ChildState", "LineSink", "Supervisor"]
 
 EXIT_SETTINGS = 2
 """`shared.service.EXIT_SETTINGS`: a bad setting; restarting cannot help."""
