@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from shared.models import Candle, Side
+from shared.models import Candle, Side, Signal
 from shared.strategy import BaseStrategy, make_signal_id
 
 from strategies.bollinger_strategy import BollingerStrategy
@@ -261,3 +261,17 @@ DEFAULT_CLASSES: dict[str, type[BaseStrategy]] = {
     "volume_profile": VolumeProfileStrategy,
     "vwap": VwapStrategy,
 }
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_signals_equal_validated_signal_models(name: str, real_candles: tuple[Candle, ...]) -> None:
+    """Signals are built without re-validation; they must be what validation would build."""
+    signals = [s for _, s in run(DEFAULTS[name](), real_candles[:1500])]
+    assert signals
+    for signal in signals:
+        validated = Signal.model_validate(signal.model_dump())
+        assert signal == validated
+        assert signal.model_fields_set == validated.model_fields_set
+        assert signal.model_dump_json() == validated.model_dump_json()
+        assert list(signal.model_dump()) == list(Signal.model_fields)
+        assert Signal.model_validate_json(signal.model_dump_json()) == signal
