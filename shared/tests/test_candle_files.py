@@ -91,6 +91,33 @@ def test_ohlcv_only_file_leaves_quote_volume_and_trades_empty(
     assert candle.open == Decimal("24899.18")
 
 
+def test_fast_candles_equal_the_pydantic_validated_ones(
+    tmp_path: Path, lines_15m: list[str], shared_data: Path
+) -> None:
+    full = next(read_candle_file(write(tmp_path / "full.csv", lines_15m), "15m"))
+    ohlcv_lines = real_lines(shared_data, "BTCUSDT-1m.csv.gz", 50)  # no quote volume, trades
+    ohlcv = next(read_candle_file(write(tmp_path / "ohlcv.csv", ohlcv_lines), "1m"))
+    for batch, interval in ((full, "15m"), (ohlcv, "1m")):
+        fast = batch.candles("BTCUSDT", interval)
+        validated = batch.to_candles("BTCUSDT", interval)
+        assert fast == validated
+        assert [c.model_dump() for c in fast] == [c.model_dump() for c in validated]
+        assert [c.model_fields_set for c in fast] == [c.model_fields_set for c in validated]
+        assert {hash(c) for c in fast} == {hash(c) for c in validated}
+    assert full.candles("BTCUSDT", "15m")[5].trades == int(lines_15m[6].split(",")[8])
+    # They behave as any model: frozen, and copies are independent.
+    candle = full.candles("BTCUSDT", "15m")[3]
+    with pytest.raises(ValueError, match="frozen"):
+        candle.close = Decimal(1)  # type: ignore[misc]
+    copy = candle.model_copy(update={"close": Decimal(1)})
+    assert (copy.close, candle.close) == (Decimal(1), Decimal(lines_15m[4].split(",")[4]))
+    # The symbol and interval are still validated.
+    with pytest.raises(ValueError, match="upper-case"):
+        full.candles("btcusdt", "15m")
+    with pytest.raises(ValueError, match="unknown interval"):
+        full.candles("BTCUSDT", "7m")
+
+
 @pytest.mark.parametrize("microseconds", [False, True], ids=["ms", "us"])
 @pytest.mark.parametrize("compression", ["plain", "gzip", "zip"])
 def test_binance_raw_kline_csv_reads_as_the_project_csv(

@@ -9,11 +9,14 @@ text, so the verdict is exact while the common case stays vectorised.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -94,6 +97,93 @@ class CandleBatch:
             )
         ]
 
+    def candles(self, symbol: str, interval: str) -> list[Candle]:
+        """The rows as `Candle` models, equal to `to_candles` but several times faster.
+
+        Every value has been checked by `CandleValidator` already and is converted exactly
+        here (the file's text to `Decimal`, milliseconds to a UTC datetime), so the models
+        are built without a second validation; the first row still goes through pydantic,
+        which checks `symbol` and `interval` for all of them.
+        """
+        size = len(self)
+        if size == 0:
+            return []
+        quote_volumes = (
+            [None] * size if self.quote_volume is None else self.quote_volume.to_pylist()
+        )
+        trades = [None] * size if self.trades is None else self.trades.to_pylist()
+        rows = zip(
+            self.open_times(),
+            self.open.to_pylist(),
+            self.high.to_pylist(),
+            self.low.to_pylist(),
+            self.close.to_pylist(),
+            self.volume.to_pylist(),
+            quote_volumes,
+            trades,
+            strict=True,
+        )
+        build, exact = _trusted_candle, Decimal
+        with _no_cyclic_gc():
+            result = [
+                build(
+                    {
+                        "symbol": symbol,
+                        "interval": interval,
+                        "open_time": open_time,
+                        "open": exact(o),
+                        "high": exact(h),
+                        "low": exact(lo),
+                        "close": exact(c),
+                        "volume": exact(v),
+                        "quote_volume": None if q is None else exact(q),
+                        "trades": t,
+                        "closed": True,
+                    }
+                )
+                for open_time, o, h, lo, c, v, q, t in rows
+            ]
+        first = result[0].__dict__
+        result[0] = Candle.model_validate({k: first[k] for k in _FIELDS_SET})
+        return result
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cycle collector while many acyclic objects are made.
+
+    Each few hundred new models would otherwise start a collection that walks every model
+    made so far: a quarter of the building time on 100,000 candles. Nothing built here
+    forms a cycle, so nothing is left for the collector to find afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# As if built by `Candle(...)` from a file's row: `closed` keeps its default.
+_FIELDS_SET = frozenset(Candle.model_fields) - {"closed"}
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def _trusted_candle(values: dict[str, Any]) -> Candle:
+    """A `Candle` of already-checked, already-typed values, without pydantic validation.
+
+    What `Candle.model_construct` does, less its generic work (defaults, aliases, extra
+    fields): it costs about twice this per row, and a backtest builds 100,000s of rows.
+    """
+    candle = _new_object(Candle)
+    _set_slot(candle, "__dict__", values)
+    _set_slot(candle, "__pydantic_fields_set__", set(_FIELDS_SET))
+    _set_slot(candle, "__pydantic_extra__", None)
+    _set_slot(candle, "__pydantic_private__", None)
+    return candle
+
 
 @dataclass
 class _Problem:
@@ -140,6 +230,42 @@ def _strings(array: pa.Array) -> pa.Array:
     return array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
 
 
+# Arrow's own to_numpy()/np.asarray()/pa.array()/pa.scalar() import pandas when it is
+# installed (seconds on a cold start, more than the whole check); these read the buffers.
+
+
+def _valid(array: pa.Array) -> BoolArray:
+    """Which entries are not null, as numpy bools."""
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=bool)
+    return _unpack_bits(array.buffers()[0], array.offset, len(array))
+
+
+def _unpack_bits(buffer: pa.Buffer, offset: int, size: int) -> BoolArray:
+    bits = np.unpackbits(
+        np.frombuffer(buffer, dtype=np.uint8), count=offset + size, bitorder="little"
+    )
+    return bits[offset:].astype(bool)
+
+
+def _bools(array: pa.Array) -> BoolArray:
+    """A boolean array's values (a null reads as False)."""
+    return _unpack_bits(array.buffers()[1], array.offset, len(array)) & _valid(array)
+
+
+def _fixed(array: pa.Array, dtype: type[np.generic], null: float) -> npt.NDArray[Any]:
+    """An int64 or float64 array's values as a numpy copy, with `null` where it is null."""
+    values = np.frombuffer(
+        array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * 8
+    )
+    return np.where(_valid(array), values, null) if array.null_count else values.copy()
+
+
+def _indices(positions: IntArray) -> pa.Array:
+    positions = np.ascontiguousarray(positions, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(positions), [None, pa.py_buffer(positions)])
+
+
 def _text(strings: pa.Array, index: int) -> str | None:
     return strings[index].as_py()  # type: ignore[no-any-return]
 
@@ -154,11 +280,11 @@ def _float(text: str | None) -> float:
 def _numeric(name: str, array: pa.Array, strings: pa.Array, problems: _Problems) -> FloatArray:
     """Float copies of a numeric column; text that is no number is reported."""
     try:
-        values = pc.cast(array, pa.float64()) if not pa.types.is_floating(array.type) else array
-        floats = np.asarray(values.fill_null(np.nan).to_numpy(zero_copy_only=False))
+        values = pc.cast(array, pa.float64())
+        floats = _fixed(values, np.float64, np.nan)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         floats = np.array([_float(text) for text in strings.to_pylist()], dtype=np.float64)
-    bad = ~np.isfinite(floats) & np.asarray(array.is_valid())
+    bad = ~np.isfinite(floats) & _valid(array)
     for index in np.flatnonzero(bad)[:1].tolist():
         problems.add(index, f"{name} {_text(strings, index)!r} is not a number")
     return floats
@@ -166,14 +292,14 @@ def _numeric(name: str, array: pa.Array, strings: pa.Array, problems: _Problems)
 
 def _whole_numbers(name: str, array: pa.Array, problems: _Problems) -> tuple[IntArray, BoolArray]:
     """Integer column (times, trade counts) and its validity mask; junk is reported."""
-    valid = np.asarray(array.is_valid())
+    valid = _valid(array)
     if pa.types.is_timestamp(array.type):
         # Sub-microsecond digits are dropped: no kline grid is that fine.
         as_us = pc.cast(array.cast(pa.timestamp("us", tz=array.type.tz), safe=False), pa.int64())
-        return np.asarray(as_us.fill_null(0).to_numpy()), valid
+        return _fixed(as_us, np.int64, 0), valid
     try:
         ints = pc.cast(array, pa.int64())
-        return np.asarray(ints.fill_null(0).to_numpy()), valid
+        return _fixed(ints, np.int64, 0), valid
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     values: list[int] = []
@@ -194,7 +320,8 @@ def _exact_violation(
     Identical text is equal, so only tied rows whose text differs need a Decimal.
     """
     result = loose.copy()
-    same_text = np.asarray(pc.equal(left, right).fill_null(True).to_numpy(zero_copy_only=False))
+    equal = pc.equal(left, right)
+    same_text = _bools(equal) | ~_valid(equal)
     for index in np.flatnonzero(tie & ~same_text).tolist():
         a, b = _text(left, index), _text(right, index)
         if a is not None and b is not None and Decimal(a) < Decimal(b):
@@ -229,10 +356,10 @@ class CandleValidator:
         locations = np.arange(raw.first_location, raw.first_location + raw.num_rows)
         present = np.zeros(raw.num_rows, dtype=bool)
         for array in columns.values():
-            present |= np.asarray(array.is_valid())
+            present |= _valid(array)
         if not present.all():
             # Blank lines carry no candle; they are skipped but keep their line numbers.
-            keep = pa.array(np.flatnonzero(present))
+            keep = _indices(np.flatnonzero(present))
             columns = {name: array.take(keep) for name, array in columns.items()}
             locations = locations[present]
         problems = _Problems()
@@ -247,7 +374,7 @@ class CandleValidator:
 
     def _check(self, columns: dict[str, pa.Array], problems: _Problems) -> CandleBatch | None:
         for name in REQUIRED_COLUMNS:
-            nulls = np.flatnonzero(~np.asarray(columns[name].is_valid()))
+            nulls = np.flatnonzero(~_valid(columns[name]))
             if nulls.size:
                 problems.add(int(nulls[0]), f"{name} is empty")
 
@@ -372,4 +499,6 @@ class CandleValidator:
         if negative.size:
             index = int(negative[0])
             problems.add(index, f"trades {int(values[index])} is negative")
-        return pa.array(values, pa.int64(), mask=~valid)
+        if problems.first is not None:
+            return None  # the batch is rejected; a junk column may not even cast
+        return pc.cast(array, pa.int64())
