@@ -25,7 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_FILES = ("BTCUSDT-1m.csv.gz", "BTCUSDT-15m.csv.gz")
 ENGINES = ("ours", "backtesting.py", "backtrader")
 SHORT, LONG, QUANTITY, FEE, CASH = 9, 21, 0.01, 0.001, 10_000

@@ -16,9 +16,9 @@ ROWS = 2500  # 1h candles of 2019: about 104 days, enough for dozens of trades
 
 
 @pytest.fixture(scope="module")
-def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data_file(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """A slice of the real BTCUSDT 1h file, in the same Binance CSV format."""
-    source = Path("/work/shared/data/BTCUSDT-1h.csv.gz")
+    source = shared_data / "BTCUSDT-1h.csv.gz"
     target = tmp_path_factory.mktemp("candles") / "BTCUSDT-1h.csv.gz"
     with gzip.open(source, "rt") as src, gzip.open(target, "wt") as dst:
         reader = csv.reader(src)

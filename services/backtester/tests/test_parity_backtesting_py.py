@@ -50,10 +50,8 @@ END = datetime(2023, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def candles() -> CandleData:
-    return load_file_candles(
-        Path("/work/shared/data/BTCUSDT-1h.csv.gz"), "BTCUSDT", "1h", START, END
-    )
+def candles(shared_data: Path) -> CandleData:
+    return load_file_candles(shared_data / "BTCUSDT-1h.csv.gz", "BTCUSDT", "1h", START, END)
 
 
 def ema_difference(closes: list[float], short: int, long: int) -> np.ndarray:
@@ -161,10 +159,12 @@ def test_ema_crossover_trades_equal_backtesting_py(candles: CandleData) -> None:
     assert_same_trades(strategy, candles, lambda closes: ema_difference(closes, 9, 21))
 
 
-def test_ema_crossover_across_an_exchange_outage_equals_backtesting_py(tmp_path: Path) -> None:
+def test_ema_crossover_across_an_exchange_outage_equals_backtesting_py(
+    tmp_path: Path, shared_data: Path
+) -> None:
     # BTCUSDT 1m around the 2023-03-24 Binance halt (flat zero-volume candles, then 80 missing):
     # a cross hidden by the gap leaves two lots open, closed oldest first on both sides.
-    source, path = Path("/work/shared/data/BTCUSDT-1m.csv.gz"), tmp_path / "BTCUSDT-1m.csv"
+    source, path = shared_data / "BTCUSDT-1m.csv.gz", tmp_path / "BTCUSDT-1m.csv"
     with gzip.open(source, "rt") as src, path.open("w") as dst:
         for number, line in enumerate(src):
             if number == 0 or "1679529600000" <= line[:13] < "1679875200000":  # 03-23..03-27

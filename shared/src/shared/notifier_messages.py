@@ -110,7 +110,8 @@ _TAG_NAME = re.compile(r"<\s*(/?)\s*([a-zA-Z][\w-]*)")
 
 def utf16_length(text: str) -> int:
     """Length in UTF-16 code units, the unit of Telegram's limit (an emoji counts 2)."""
-    return len(text.encode("utf-16-le")) // 2
+    # surrogatepass: a lone surrogate (from a broken decode upstream) still counts as one unit
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def split_message(
