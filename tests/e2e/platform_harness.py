@@ -60,14 +60,55 @@ def write_slice(shared_data: Path, folder: Path, rows: int, skip: int = 0) -> Pa
     return path
 
 
-def write_engine_config(folder: Path, params: dict[str, Any] | None = None) -> Path:
+def write_engine_config(folder: Path, extra_strategies: tuple[str, ...] = ()) -> Path:
+    """ema_crossover on BTCUSDT 1m (its defaults), plus ``extra_strategies`` on the same series."""
     path = folder / "engine.yaml"
-    lines = ["instances:", "  - strategy: ema_crossover", "    symbol: BTCUSDT", "    interval: 1m"]
-    if params:
-        lines.append("    params:")
-        lines += [f"      {key}: {value}" for key, value in params.items()]
+    lines = ["instances:"]
+    for name in ("ema_crossover", *extra_strategies):
+        lines += [f"  - strategy: {name}", "    symbol: BTCUSDT", "    interval: 1m"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+EXPLODING_STRATEGY = """
+from decimal import Decimal
+from typing import ClassVar
+
+from shared.strategy import BaseStrategy, StrategyParams
+
+
+class ExplodingParams(StrategyParams):
+    quantity: Decimal = Decimal("0.001")
+
+
+class ExplodingStrategy(BaseStrategy):
+    \"\"\"Raises on live candles: the engine must contain it, count it and alert once.\"\"\"
+
+    name: ClassVar[str] = "exploding"
+    params_model: ClassVar[type[StrategyParams]] = ExplodingParams
+
+    @property
+    def warmup_period(self) -> int:
+        return 1
+
+    def _reset_state(self) -> None:
+        pass
+
+    def _step(self, candle):
+        # Only on live candles (from 23:30): the engine's warm-up does not contain a raising
+        # strategy yet (it takes the whole engine down), which is not what this checks.
+        if (candle.open_time.hour, candle.open_time.minute) >= (23, 30):
+            raise RuntimeError("exploding strategy blew up on purpose")
+        return None
+"""
+
+
+def write_exploding_strategy(folder: Path) -> Path:
+    """A strategies folder (for STRATEGIES_EXTRA_DIR) holding a strategy that always raises."""
+    plugins = folder / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "exploding_strategy.py").write_text(EXPLODING_STRATEGY)
+    return plugins
 
 
 @dataclass
@@ -136,6 +177,7 @@ async def running_platform(
     namespace: str,
     history: int,
     env: dict[str, str] | None = None,
+    extra_strategies: tuple[str, ...] = (),
 ) -> AsyncIterator[RunningPlatform]:
     """Start simulator + services; stop them all on exit (also when the test fails)."""
     lines: list[tuple[str, str]] = []
@@ -154,7 +196,7 @@ async def running_platform(
                 "REDIS_URL": redis_url,
                 "BUS_NAMESPACE": namespace,
                 "TRADING_DATA_DIR": str(tmp_path / "data"),
-                "STRATEGY_ENGINE_CONFIG": str(write_engine_config(tmp_path)),
+                "STRATEGY_ENGINE_CONFIG": str(write_engine_config(tmp_path, extra_strategies)),
                 "PORTFOLIO_SNAPSHOT_INTERVAL": "60",
                 "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
                 "TELEGRAM_CHAT_ID": CHAT_ID,
