@@ -10,6 +10,7 @@ import talib
 from numpy.lib.stride_tricks import sliding_window_view
 from shared.indicators import BollingerBands, Ema, Macd, Rsi, SessionVwap, VolumeProfile
 
+from shared import indicators
 from strategies.tests.helpers import read_ohlcv
 
 BTC_1H = "BTCUSDT-1h.csv.gz"
@@ -186,3 +187,41 @@ def test_volume_profile_equals_numpy(
                 checked += 1
         profile.push(float(high[i]), float(low[i]), typical[i], float(volume[i]))
     assert checked > rows // 2
+
+
+def test_volume_profile_vectorised_rebuild_equals_the_plain_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The numpy histogram rebuild puts every candle in the same bin as the Python loop."""
+    data = read_ohlcv("BTCUSDT-1h.csv.gz")
+    rows = 3000
+    high, low, close, volume = (a[:rows] for a in (data.high, data.low, data.close, data.volume))
+    typical = ((high + low + close) / 3.0).tolist()
+    vectorised = VolumeProfile(100, 50, 0.7)
+    plain = VolumeProfile(100, 50, 0.7)
+    compared = 0
+    for i in range(rows):
+        if vectorised.full:
+            with monkeypatch.context() as patch:
+                patch.setattr(indicators, "_EXACT_FLOAT_INT", 0)  # always the loop
+                expected_hist = plain.histogram()
+                expected_area = plain.value_area()
+            assert vectorised.histogram() == expected_hist
+            assert vectorised.value_area() == expected_area
+            compared += 1
+        for profile in (vectorised, plain):
+            profile.push(float(high[i]), float(low[i]), typical[i], float(volume[i]))
+    assert compared == rows - 100
+
+
+def test_volume_profile_stays_exact_beyond_float_integers() -> None:
+    """Volumes whose units pass 2**53 (where float64 sums round) are summed exactly."""
+    profile = VolumeProfile(4, 2, 0.7)
+    volumes = [90_000_001.0, 90_000_003.0, 1e-8, 90_000_007.0]  # ~9e15 units, and 1 unit
+    prices = [100.0, 100.5, 101.0, 103.0]  # bins 0, 0, 0, 1 of [99, 104]
+    for price, volume in zip(prices, volumes, strict=True):
+        profile.push(price + 1.0, price - 1.0, price, volume)
+    units = [round(v * 1e8) for v in volumes]
+    low_bin = units[0] + units[1] + units[2]
+    assert low_bin > 2**53 and float(low_bin) != low_bin  # a float64 sum would round it
+    assert profile.histogram() == [low_bin, units[3]]

@@ -13,7 +13,10 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from math import sqrt
 
+import numpy as np
+
 _TA_ZERO = 1e-14  # TA-Lib's TA_IS_ZERO threshold
+_EXACT_FLOAT_INT = 2**53  # float64 holds every integer below this exactly
 
 
 class Ema:
@@ -299,6 +302,8 @@ class VolumeProfile:
         "_highs",
         "_hist",
         "_lows",
+        "_ring_typical",
+        "_ring_units",
         "_scale",
         "_total",
         "_valid",
@@ -324,6 +329,10 @@ class VolumeProfile:
         self._lows: deque[tuple[int, float]] = deque()
         # bins 1..num_bins; entries 0 and num_bins + 1 are -1 sentinels for the value area
         self._hist = [-1] * (num_bins + 2)
+        # The window again, as arrays (slot = candle index mod lookback) for the vectorised
+        # rebuild; units as float64 weights, exact while the window's total is below 2**53.
+        self._ring_typical = np.zeros(lookback)
+        self._ring_units = np.zeros(lookback)
         self._valid = False  # whether _hist is the histogram of the current window and range
         self._scale = 0.0
         self._total = 0
@@ -343,6 +352,9 @@ class VolumeProfile:
         self._count = index + 1
         window = self._window
         window.append((typical, units))
+        slot = index % self.lookback
+        self._ring_typical[slot] = typical
+        self._ring_units[slot] = units
         evicted = window.popleft() if len(window) > self.lookback else None
         oldest = index - self.lookback
         highs = self._highs
@@ -383,17 +395,37 @@ class VolumeProfile:
 
     def _rebuild(self) -> list[int]:
         n = self.num_bins
-        hist = [0] * (n + 2)
-        hist[0] = hist[n + 1] = -1
         lo = self.lo
         scale = n / (self.hi - lo)
         self._scale = scale
-        for typical, units in self._window:
-            k = int((typical - lo) * scale)
-            hist[(k if k < n else n - 1) + 1] += units
+        hist = self._rebuild_vectorised(lo, scale) if self._total < _EXACT_FLOAT_INT else None
+        if hist is None:
+            hist = [0] * (n + 2)
+            hist[0] = hist[n + 1] = -1
+            for typical, units in self._window:
+                k = int((typical - lo) * scale)
+                hist[(k if k < n else n - 1) + 1] += units
         self._hist = hist
         self._valid = True
         return hist
+
+    def _rebuild_vectorised(self, lo: float, scale: float) -> list[int] | None:
+        """The same histogram with numpy (~5× faster for 100 candles), or None if it can't be.
+
+        Bin indices: the same IEEE subtraction and multiplication, truncated as `int()` does,
+        so every candle lands in the same bin. Sums: float64 weights are exact integers while
+        every partial sum is below 2**53, which the caller ensures through the window's total
+        (all units are ≥ 0). A negative index (a typical price below the low, i.e. a malformed
+        candle) is left to the loop, which handles it as it always did.
+        """
+        count = len(self._window)
+        bins = ((self._ring_typical[:count] - lo) * scale).astype(np.intp)
+        if count and bins.min() < 0:
+            return None
+        n = self.num_bins
+        np.minimum(bins, n - 1, out=bins)
+        sums = np.bincount(bins, weights=self._ring_units[:count], minlength=n)
+        return [-1, *sums.astype(np.int64).tolist(), -1]
 
     def histogram(self) -> list[int] | None:
         """Volume units per bin, or None when the window is empty or flat (hi == lo)."""

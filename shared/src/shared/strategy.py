@@ -241,12 +241,14 @@ class BaseStrategy(ABC):
     def _signal(self, candle: Candle, decision: Decision) -> Signal:
         side, reason = decision
         time = candle.open_time
+        symbol = candle.symbol
+        interval = candle.interval
         return _prevalidated_signal(
             {
-                "id": _signal_id(self._id_prefix, candle.symbol, candle.interval, time, side.value),
+                "id": _signal_id(self._id_prefix, symbol, interval, time, side.value),
                 "strategy": self.name,
-                "symbol": candle.symbol,
-                "interval": candle.interval,
+                "symbol": symbol,
+                "interval": interval,
                 "side": side,
                 "quantity": self._quantity,
                 "price": candle.close,
