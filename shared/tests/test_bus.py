@@ -331,6 +331,33 @@ async def test_ten_thousand_events_none_lost_none_pending(
     assert await bus.consumer_lag("candles", "engine") == 0
 
 
+async def test_handled_entries_are_acknowledged_while_the_consumer_waits_for_more(
+    redis: Redis, redis_namespace: str
+) -> None:
+    """A batch's XACK travels with the next XREADGROUP: it must take effect as that read
+    starts waiting, not when it returns (here: not for 10 s, the claim interval)."""
+    bus = EventBus(redis, namespace=redis_namespace)
+    handled = asyncio.Event()
+
+    async def handler(event: Candle) -> None:
+        handled.set()
+
+    consumer = bus.consumer("candles", "engine", handler, block_ms=30_000)
+    task = asyncio.create_task(consumer.run())
+    await bus.publish("candles", candle(1))
+    await wait_for(handled)
+    # Redis state changed by another client has no event to await: poll it, well within
+    # the 10 s that read blocks for.
+    async with asyncio.timeout(5):
+        while await pending_count(bus, "candles", "engine"):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert not task.done()  # still inside that read
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await pending_count(bus, "candles", "engine") == 0
+
+
 async def test_stream_stays_within_maxlen(redis: Redis, redis_namespace: str) -> None:
     maxlen = 200
     bus = EventBus(redis, namespace=redis_namespace, maxlen=maxlen)
