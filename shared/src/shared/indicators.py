@@ -62,11 +62,13 @@ class Macd:
         "_count",
         "_fast",
         "_fast_from",
+        "_fast_value",
         "_k_fast",
         "_k_signal",
         "_k_slow",
         "_signal",
         "_slow",
+        "_slow_value",
         "histogram",
         "macd",
         "signal",
@@ -83,6 +85,8 @@ class Macd:
         self._k_signal = self._signal.alpha
         self._fast_from = slow - fast  # the fast EMA's first input index
         self._count = 0
+        self._fast_value = 0.0  # the EMAs once the signal line is defined
+        self._slow_value = 0.0
         self.macd: float | None = None
         self.signal: float | None = None
         self.histogram: float | None = None
@@ -90,26 +94,23 @@ class Macd:
     @property
     def fast_ema(self) -> float | None:
         """The fast EMA as TA-Lib's MACD seeds it."""
-        return self._fast.value
+        return self._fast.value if self.signal is None else self._fast_value
 
     @property
     def slow_ema(self) -> float | None:
-        return self._slow.value
+        return self._slow.value if self.signal is None else self._slow_value
 
     def update(self, x: float) -> float | None:
-        macd = self.macd
         signal = self.signal
-        if signal is None or macd is None:
+        if signal is None:
             return self._seed(x)
-        # Seeded: the three EMAs live in plain float fields here (fewer lookups a candle).
-        fast_ema = self._fast
-        slow_ema = self._slow
-        fast: float = fast_ema.value  # type: ignore[assignment]
-        slow: float = slow_ema.value  # type: ignore[assignment]
+        # Seeded: the EMAs' values live in plain float fields here (fewer lookups a candle).
+        fast = self._fast_value
+        slow = self._slow_value
         fast = (x - fast) * self._k_fast + fast
         slow = (x - slow) * self._k_slow + slow
-        fast_ema.value = fast
-        slow_ema.value = slow
+        self._fast_value = fast
+        self._slow_value = slow
         macd = fast - slow
         signal = (macd - signal) * self._k_signal + signal
         self.macd = macd
@@ -129,6 +130,8 @@ class Macd:
         signal = self._signal.update(macd)
         if signal is None:
             return None
+        self._fast_value = fast
+        self._slow_value = slow
         self.macd = macd
         self.signal = signal
         self.histogram = macd - signal

@@ -71,6 +71,7 @@ def params_fingerprint(params: StrategyParams | Mapping[str, Any]) -> str:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WARMING_UP = datetime.max.replace(tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
@@ -180,9 +181,9 @@ class BaseStrategy(ABC):
         self._interval: str | None = None
         self._delta = timedelta(0)
         self._warm_time: datetime | None = None  # the last candle taken while warming up
-        # The last candle taken once warmed up; None while warming up, which sends every
-        # candle to the slower path until then (so the hot path keeps no warm-up count).
-        self._last_time: datetime | None = None
+        # The last candle taken once warmed up; _WARMING_UP (later than any candle) until
+        # then, which sends every candle to the slower path (the hot path keeps no count).
+        self._last_time: datetime = _WARMING_UP
         self._quantity = self._params.quantity
         self._reset_state()
         self._warmup = self.warmup_period  # read once: on_candle is the hot path
@@ -196,7 +197,7 @@ class BaseStrategy(ABC):
         # warm-up candles, on irregular ones, and when a rule fires.
         time = candle.open_time
         last = self._last_time
-        if last is None or time <= last or not candle.closed:
+        if time <= last or not candle.closed:
             return self._on_irregular_candle(candle)
         self._last_time = time
         decision = self._step(candle)
@@ -213,7 +214,7 @@ class BaseStrategy(ABC):
         if not candle.closed:
             return None
         time = candle.open_time
-        last = self._last_time if self._last_time is not None else self._warm_time
+        last = self._warm_time if self._last_time is _WARMING_UP else self._last_time
         if last is None:
             self._symbol = candle.symbol
             self._interval = candle.interval
