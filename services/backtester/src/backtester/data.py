@@ -12,12 +12,10 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from shared.candle_io import CandleBatch, read_candle_file
 from shared.models import Candle
-
-if TYPE_CHECKING:
-    from shared.candle_io import CandleBatch
 from sqlalchemy.ext.asyncio import AsyncSession
 
 HASH_CHUNK = 1 << 20
@@ -89,8 +87,6 @@ def load_file_candles(
     Raises FileNotFoundError, `shared.candle_io.CandleFileError` for a bad file, and
     `NoCandlesError` when no candle falls in [start, end).
     """
-    from shared.candle_io import read_candle_file
-
     if not path.is_file():
         raise FileNotFoundError(f"candle file {path} not found: pass an existing --data FILE")
     candles: list[Candle] = []
