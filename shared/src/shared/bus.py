@@ -95,6 +95,8 @@ Handler = Callable[[Any], Awaitable[object]]
 DEAD_LETTER_SUFFIX = ":dlq"
 RECONNECT_MAX_DELAY = 30.0
 """The longest wait between two attempts to reach a lost Redis."""
+EXIT_ACK_TIMEOUT = 2.0
+"""How long a consumer interrupted by an error or a cancel tries to acknowledge what it handled."""
 LAG_SCAN_LIMIT = 10_000
 """On Redis < 7 (no 'lag' in XINFO GROUPS) the lag is counted by scanning, up to this many."""
 
@@ -409,8 +411,10 @@ class Consumer:
             # The entries already handled are done, whatever interrupted us: acknowledge
             # them if Redis still answers (else the next read or a reclaim does).
             if self._unacked:
+                # Bounded: a cancelled consumer must not hang on a Redis that stopped answering.
                 with contextlib.suppress(Exception):
-                    await self._flush_acks()
+                    async with asyncio.timeout(EXIT_ACK_TIMEOUT):
+                        await self._flush_acks()
             raise
         await self._flush_acks()
 
