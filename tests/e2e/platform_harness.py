@@ -130,7 +130,13 @@ class RunningPlatform:
             return await response.json()
 
     async def advance(self, candles: int) -> int:
-        return int((await self.sim("POST", "advance", {"candles": candles}))["moved"])
+        """Close ``candles`` candles, then move the simulator's clock to the replay's time
+        (`trading run` keeps them aligned the same way)."""
+        answer = await self.sim("POST", "advance", {"candles": candles})
+        now = answer["replay"]["current_open_time"]
+        if now is not None:  # None once the replay has finished
+            await self.sim("POST", "clock", {"server_time_ms": int(now)})
+        return int(answer["moved"])
 
     async def probes(self) -> dict[str, ServiceProbe]:
         found = await probe_services(self.specs, wait_seconds=2.0, metrics=True)
