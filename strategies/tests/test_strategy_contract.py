@@ -275,3 +275,6 @@ def test_signals_equal_validated_signal_models(name: str, real_candles: tuple[Ca
         assert signal.model_dump_json() == validated.model_dump_json()
         assert list(signal.model_dump()) == list(Signal.model_fields)
         assert Signal.model_validate_json(signal.model_dump_json()) == signal
+    changed = signals[0].model_copy(update={"reason": "edited"})
+    assert changed.reason == "edited" and signals[0].reason != "edited"
+    assert signals[0].model_fields_set == set(Signal.model_fields)

@@ -125,7 +125,8 @@ def _prevalidated_signal(fields: dict[str, Any]) -> Signal:
     """
     signal = _new_object(Signal)
     _set_slot(signal, "__dict__", fields)
-    _set_slot(signal, "__pydantic_fields_set__", _SIGNAL_FIELDS)
+    # a set of its own, as validation makes (model_copy(update=...) adds to it in place)
+    _set_slot(signal, "__pydantic_fields_set__", set(_SIGNAL_FIELDS))
     _set_slot(signal, "__pydantic_extra__", None)
     _set_slot(signal, "__pydantic_private__", None)
     return signal
