@@ -1,30 +1,37 @@
 """TelegramNotifier against the Bot API stand-in over real HTTP on 127.0.0.1.
 
-Two tests wait for real (the 1 message/second limit and a 429's retry_after, ~12 s together);
-every other one runs the notifier on virtual time.
+Three tests wait for real (the 1 message/second limit in one process and shared by two
+through Redis, and a 429's retry_after, ~21 s together); every other one runs the notifier
+on virtual time, and the shared limiter's slots are checked on Redis's clock without waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
 import socket
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 from shared.config import load_settings
+from shared.embedded import ensure_redis, stop_redis
 from shared.metrics import REGISTRY
 from shared.models import Order, OrderStatus, Position, Side, Signal
 from shared.notifier import Priority, TelegramNotifier
 from shared.notifier_messages import split_message, utf16_length
+from shared.notifier_rate_limit import RedisRateLimiter, rate_limit_key
 from shared.testing.telegram_standin import TelegramStandIn, parse_html
 from shared.testing.virtual_time import VirtualTime
 
@@ -89,6 +96,166 @@ async def test_a_429_with_retry_after_2_holds_the_next_attempt_and_the_message_a
     assert flood.status == 429
     assert delivered.text == "after the flood wait"
     assert delivered.arrived_at - flood.arrived_at >= 2.0
+
+
+# --- the limit shared by every service through Redis ---------------------------------------
+
+# The shared limiter spaces request *starts* on Redis's clock; the stand-in stamps arrivals
+# after the request crossed loopback HTTP and aiohttp's parsing. That path takes a few
+# milliseconds that vary from request to request (more on a busy 2-core machine), so a gap
+# between arrivals may be shorter than the gap between starts by the difference of two such
+# delays. 50 ms covers that jitter and is still far below what an unshared limit gives
+# (messages from different processes milliseconds apart).
+ARRIVAL_JITTER = 0.05
+
+
+@pytest.fixture
+async def redis_clients(redis_server_url: str, redis_namespace: str) -> AsyncIterator[list[Redis]]:
+    """Four separate connections to the shared Redis, as four services would have."""
+    clients = [Redis.from_url(redis_server_url) for _ in range(4)]
+    try:
+        yield clients
+    finally:
+        keys = await clients[0].keys(f"{redis_namespace}*")
+        if keys:
+            await clients[0].delete(*keys)
+        for client in clients:
+            await client.aclose()
+
+
+@pytest.mark.slow
+async def test_two_notifiers_sharing_redis_send_no_faster_than_one_per_second_together(
+    standin: TelegramStandIn, redis_clients: list[Redis], redis_namespace: str
+) -> None:
+    services = [_notifier(standin.api_url), _notifier(standin.api_url)]
+    for notifier, redis in zip(services, redis_clients, strict=False):
+        notifier.share_rate_limit(redis, namespace=redis_namespace)
+        await notifier.start()
+    for n in range(5):
+        for name, notifier in zip("ab", services, strict=True):
+            assert notifier.send(f"{name}{n}")
+    received = await standin.wait_for_messages(10, within=60)
+    for notifier in services:
+        await notifier.close()
+
+    assert sorted(m.text for m in received) == sorted(f"{x}{n}" for x in "ab" for n in range(5))
+    gaps = [b.arrived_at - a.arrived_at for a, b in itertools.pairwise(received)]
+    assert min(gaps) >= 1.0 - ARRIVAL_JITTER, gaps
+    # Both really sent: each one's messages arrived in its own order, interleaved.
+    for name in "ab":
+        assert [m.text for m in received if m.text[0] == name] == [f"{name}{n}" for n in range(5)]
+
+
+_RESERVE_IN_A_PROCESS = """
+import asyncio, json, sys
+from redis.asyncio import Redis
+from shared.notifier_rate_limit import RedisRateLimiter
+
+async def main(url, key, count):
+    clients = [Redis.from_url(url) for _ in range(3)]
+    limiters = [RedisRateLimiter(c, key, 1.0) for c in clients]
+    print("ready", flush=True)
+    await clients[0].blpop([key + ":go"])  # the parent starts every process at once
+    reservations = await asyncio.gather(
+        *(limiters[n % 3].reserve() for n in range(count))
+    )
+    print(json.dumps([round(r.slot * 1e6) for r in reservations]), flush=True)
+    for c in clients:
+        await c.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_concurrent_reservations_from_processes_and_coroutines_are_strictly_spaced(
+    redis_clients: list[Redis], redis_server_url: str, redis_namespace: str
+) -> None:
+    key = rate_limit_key(TOKEN, CHAT, redis_namespace)
+    assert TOKEN not in key and key.startswith(redis_namespace) and key.endswith(CHAT)
+    per_process, processes = 30, 3
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _RESERVE_IN_A_PROCESS,
+            redis_server_url,
+            key,
+            str(per_process),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert (await child.stdout.readline()).strip() == b"ready"
+    limiters = [RedisRateLimiter(redis, key, 1.0) for redis in redis_clients]
+    seconds, micros = await redis_clients[0].time()
+    started = seconds * 1_000_000 + micros
+    await redis_clients[0].rpush(f"{key}:go", *range(processes))
+    here = await asyncio.gather(*(limiters[n % 4].reserve() for n in range(40)))
+    slots = [round(r.slot * 1e6) for r in here]
+    for child in children:
+        out, _ = await child.communicate()
+        assert child.returncode == 0
+        slots += json.loads(out)
+
+    assert len(slots) == 40 + processes * per_process
+    assert all(r.wait == pytest.approx(r.slot - r.now) and r.wait >= 0 for r in here)
+    ordered = sorted(slots)
+    assert ordered[0] >= started  # slots are on Redis's clock, from now on
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    assert min(gaps) >= 1_000_000, min(gaps)  # distinct, and a full interval apart
+
+
+async def test_a_redis_outage_falls_back_to_the_local_limit_logged_once(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    redis_url = await asyncio.to_thread(ensure_redis, tmp_path)  # ours alone, to stop
+    redis = Redis.from_url(redis_url)
+    time = VirtualTime()
+    notifier = _notifier(standin.api_url, time)
+    limiter = notifier.share_rate_limit(redis)
+    limiter.outage_retry = 0.0  # try Redis on every send: still one log line
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with notifier:
+                notifier.send("through redis")
+                await standin.wait_for_messages(1)
+                assert await redis.exists(limiter.key)  # the slot was taken in Redis
+                assert not limiter.using_fallback
+                await asyncio.to_thread(stop_redis, tmp_path)
+                for n in range(3):
+                    notifier.send(f"during the outage {n}")
+                await standin.wait_for_messages(4)
+                assert limiter.using_fallback
+    finally:
+        await asyncio.to_thread(stop_redis, tmp_path)
+        await redis.aclose()
+    assert [m.text for m in standin.messages] == ["through redis"] + [
+        f"during the outage {n}" for n in range(3)
+    ]
+    fallbacks = [e for e in logs if e["event"] == "telegram_rate_limit_fallback"]
+    assert len(fallbacks) == 1 and fallbacks[0]["log_level"] == "warning"
+    assert fallbacks[0]["error_type"] == "ConnectionError"
+    assert time.sleeps == [1.0, 1.0, 1.0]  # the local limit paced the three, 1 s apart
+
+
+async def test_a_429_holds_every_notifier_sharing_the_limit(
+    standin: TelegramStandIn, redis_clients: list[Redis], redis_namespace: str
+) -> None:
+    time = VirtualTime()
+    notifier = _notifier(standin.api_url, time)
+    notifier.share_rate_limit(redis_clients[0], namespace=redis_namespace)
+    other = RedisRateLimiter.for_bot(redis_clients[1], TOKEN, CHAT, namespace=redis_namespace)
+    standin.fail_next(1, status=429, retry_after=30)
+    async with notifier:
+        notifier.send("flood")
+        await standin.wait_for_messages(1)
+    # Another service reserving now is told to wait out (most of) the 30 s flood wait too.
+    reservation = await other.reserve()
+    assert reservation.wait > 25.0
+    assert [r.status for r in standin.requests] == [429, 200]
+    assert any(29.0 < s <= 30.0 for s in time.sleeps), time.sleeps  # waited on Redis's slot
 
 
 # --- failures (virtual time) ---------------------------------------------------------------

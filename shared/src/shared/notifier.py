@@ -5,8 +5,11 @@ queue and return at once (call them plainly, or ``await`` them, both work), from
 loop or from another thread. One delivery task, started by `TelegramNotifier.start`, posts
 the queue to the Bot API:
 
-- Rate: a request starts at least ``min_interval`` (1 s) after the previous one finished, so
-  Telegram never sees more than one message a second from us (retries included).
+- Rate: by default a request starts at least ``min_interval`` (1 s) after the previous one
+  finished, so Telegram never sees more than one message a second from this process (retries
+  included). Telegram counts per bot and chat, not per process: with a Redis, every service
+  shares one limit (`share_rate_limit`, which `shared.service` calls; see
+  `shared.notifier_rate_limit`), falling back to the local one while Redis is down.
 - Failures: network errors and 5xx are retried up to ``max_retries`` (3) times with jittered
   backoff; a 429 waits the ``parameters.retry_after`` Telegram sends in the body, then tries
   again; 400/401/403 (and any other 4xx) are not retried. A message given up on is logged
@@ -29,15 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -52,7 +54,11 @@ from shared.notifier_messages import (
     format_signal,
     split_message,
 )
+from shared.notifier_rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Sleep
 from shared.resilience import backoff_delay
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 _log = structlog.get_logger("shared.notifier")
 
@@ -125,9 +131,6 @@ class _Outgoing:
         return format_error(self.window.error, self.window.service, self.count)
 
 
-Sleep = Callable[[float], Awaitable[Any]]
-
-
 class TelegramNotifier:
     """Sends HTML messages to one Telegram chat through the Bot API. See the module docstring."""
 
@@ -146,7 +149,10 @@ class TelegramNotifier:
         request_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
+        """``rate_limiter`` paces the requests; by default a `LocalRateLimiter` of
+        ``min_interval`` on ``clock``/``sleep`` (this process only)."""
         if max_queue < 1:
             raise ValueError(f"max_queue must be 1 or more, got {max_queue}")
         self._token = bot_token
@@ -171,7 +177,9 @@ class TelegramNotifier:
         self._draining = False
         self._closing = False
         self._closed = False
-        self._last_request_done = -math.inf
+        self.rate_limiter: RateLimiter = rate_limiter or LocalRateLimiter(
+            min_interval, clock=clock, sleep=sleep
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> TelegramNotifier:
@@ -183,6 +191,24 @@ class TelegramNotifier:
             enabled=settings.telegram_enabled,
             **options,
         )
+
+    def share_rate_limit(self, redis: Redis, *, namespace: str = "") -> RedisRateLimiter:
+        """Pace sends with every other process using this bot and chat on ``redis``.
+
+        The limiter kept so far becomes the fallback for when Redis cannot be reached.
+        Returns the new limiter (also `rate_limiter`).
+        """
+        limiter = RedisRateLimiter.for_bot(
+            redis,
+            self._token,
+            self.chat_id,
+            namespace=namespace,
+            min_interval=self.min_interval,
+            fallback=self.rate_limiter,
+            sleep=self._sleep,
+        )
+        self.rate_limiter = limiter
+        return limiter
 
     def __repr__(self) -> str:  # never show the token
         return f"TelegramNotifier(chat_id={self.chat_id!r}, enabled={self.enabled})"
@@ -434,13 +460,14 @@ class TelegramNotifier:
         """Post one chunk with retries; None when delivered, else the reason for giving up."""
         failures = flood_waits = 0
         while True:
-            await self._respect_rate_limit()
+            limiter = self.rate_limiter  # the same one throughout, even if swapped meanwhile
+            await limiter.acquire()
             try:
                 status, body = await self._post(text, parse_mode)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 status, body = 0, {"description": f"{type(exc).__name__}: {self._mask(exc)}"}
             finally:
-                self._last_request_done = self._clock()
+                limiter.release()
             if status == 200:
                 TELEGRAM_MESSAGES_SENT_TOTAL.inc()
                 return None
@@ -451,7 +478,7 @@ class TelegramNotifier:
                     return "rate_limited"
                 retry_after = _retry_after(body)
                 _log.warning("telegram_flood_wait", retry_after=retry_after, attempt=flood_waits)
-                await self._sleep(retry_after)
+                await limiter.defer(retry_after)  # holds every sender of this bot, not just us
                 continue
             if status == 0 or status >= 500:
                 failures += 1
@@ -470,10 +497,6 @@ class TelegramNotifier:
                 continue
             _log.error("telegram_message_rejected", status=status, description=description)
             return "rejected"
-
-    async def _respect_rate_limit(self) -> None:
-        while (wait := self._last_request_done + self.min_interval - self._clock()) > 0:
-            await self._sleep(wait)
 
     async def _post(self, text: str, parse_mode: str | None) -> tuple[int, dict[str, Any]]:
         assert self._session is not None

@@ -9,7 +9,8 @@
 
 `run_service` loads the settings (an invalid one: one line on stderr, exit 2), sets up
 logging, connects Redis and PostgreSQL (the embedded servers when no URL is configured),
-starts the Telegram notifier and the health + metrics server on HEALTH_PORT, sets
+starts the Telegram notifier (its 1 message/s limit shared through Redis by every service
+of the platform) and the health + metrics server on HEALTH_PORT, sets
 ``service_up``, then runs the service's tasks until:
 
 - SIGTERM or SIGINT: intake stops (`ServiceContext.stopping` is set, every consumer made
@@ -197,6 +198,9 @@ async def serve(
             redis_url = await asyncio.to_thread(resolve_redis_url, settings)
             redis = Redis.from_url(redis_url, health_check_interval=30)
             await redis.ping()
+            # Telegram's 1 message/s is per bot and chat: every service shares one limit in
+            # Redis (the local one covers sends before this, and any Redis outage).
+            notifier.share_rate_limit(redis, namespace=bus_namespace)
             if use_database:
                 from shared.db import open_database
 
@@ -232,9 +236,9 @@ async def serve(
             await health.stop()
         if database is not None:
             await database.close()
+        await notifier.close()  # before Redis: draining still uses the shared rate limit
         if redis is not None:
             await redis.aclose()
-        await notifier.close()
         log.info("service stopped", service=name)
 
 
