@@ -55,12 +55,15 @@ class Simulator:
     def __init__(self, setup: SimulatorSetup, speed: Speed = MANUAL) -> None:
         self.speed = parse_speed(speed)
         self.core = SimulatorCore(setup)
+        if isinstance(self.speed, float):
+            self.core.clock.pace(self.speed)
         self.faults = FaultBook()
         self.requests: deque[dict[str, Any]] = deque(maxlen=10_000)
         self.weights = WeightMeter(setup.weight_limit)
         self.app = web.Application(
             middlewares=[
-                api_middleware(self.faults, self.weights, self.core.clock.now_ms, self.requests)
+                # Request weight counts real minutes, whatever pace the replay keeps.
+                api_middleware(self.faults, self.weights, self.core.clock.wall_ms, self.requests)
             ]
         )
         RestApi(self.core).add_routes(self.app)
@@ -94,6 +97,7 @@ class Simulator:
         await site.start()
         self.host, self.port = self._runner.addresses[0][:2]
         if self.speed != MANUAL:
+            self.core.clock.replay_moved()  # the current stage starts now
             self._pacer = asyncio.create_task(self._pace())
 
     async def stop(self) -> None:

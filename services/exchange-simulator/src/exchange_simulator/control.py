@@ -4,6 +4,8 @@
     POST   /_sim/advance               {"candles": N} or {"stages": N}  → {"moved", "replay"}
     POST   /_sim/price                 {"symbol", "price"}               → {"symbol", "price"}
     POST   /_sim/clock                 {"offset_ms"} or {"server_time_ms"} → server time, offset
+                                        (serverTime follows the replay; this skews it and the
+                                        clocks request timestamps are judged by: clock.py)
     GET    /_sim/faults                → {"faults": [...]}
     POST   /_sim/faults                {"kind", "path"?, "method"?, "times"?, "every"?,
                                         "retry_after"?, "delay"?}    → the fault with its "id"
@@ -102,7 +104,8 @@ class ControlApi:
         return web.json_response(
             {
                 "server_time_ms": self.core.clock.now_ms(),
-                "clock_offset_ms": self.core.clock.offset_ms,
+                "replay_time_ms": self.core.clock.replay_ms(),
+                "clock_offset_ms": self.core.clock.skew_ms,
                 "replay": self._replay_state(),
                 "prices": {s: fmt(self.core.replay.price(s)) for s in self.core.replay.symbols},
                 "websocket_connections": len(self.core.hub.connections),
@@ -134,11 +137,14 @@ class ControlApi:
         if isinstance(body.get("server_time_ms"), int):
             self.core.clock.set_time(body["server_time_ms"])
         elif isinstance(body.get("offset_ms"), int):
-            self.core.clock.offset_ms = body["offset_ms"]
+            self.core.clock.set_offset(body["offset_ms"])
         else:
-            raise _bad('send {"offset_ms": int} or {"server_time_ms": int}')
+            raise _bad(
+                'send {"offset_ms": int} (ms ahead of the replay\'s time; 0 follows it) '
+                'or {"server_time_ms": int}'
+            )
         return web.json_response(
-            {"server_time_ms": self.core.clock.now_ms(), "offset_ms": self.core.clock.offset_ms}
+            {"server_time_ms": self.core.clock.now_ms(), "offset_ms": self.core.clock.skew_ms}
         )
 
     async def list_faults(self, request: web.Request) -> web.Response:

@@ -1,14 +1,14 @@
 """The simulator's state and the moves that change it, shared by REST, WebSocket and control.
 
-`SimulatorCore` owns the replay (candle clock), the symbol rules, the accounts, the matcher
-and the stream hub. Every move of the replay goes through `step()`, under one lock, so the
-kline events, the limit-order fills and what REST shows never disagree.
+`SimulatorCore` owns the replay (candle clock), the exchange clock that follows it
+(`clock.py`), the symbol rules, the accounts, the matcher and the stream hub. Every move of
+the replay goes through `step()`, under one lock, so the kline events, the limit-order fills
+and what REST shows never disagree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,23 +16,11 @@ from decimal import Decimal
 from shared.models import Candle, interval_delta
 
 from exchange_simulator.accounts import DEFAULT_BALANCES, Account
+from exchange_simulator.clock import ExchangeClock
 from exchange_simulator.filters import SymbolRules
 from exchange_simulator.matching import Matcher
 from exchange_simulator.replay import PriceMove, Replay, ms
 from exchange_simulator.websocket import StreamHub, kline_event, stream_name
-
-
-class ServerClock:
-    """The server's time: wall-clock milliseconds plus an offset tests can set."""
-
-    def __init__(self) -> None:
-        self.offset_ms = 0
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000) + self.offset_ms
-
-    def set_time(self, server_time_ms: int) -> None:
-        self.offset_ms = server_time_ms - int(time.time() * 1000)
 
 
 @dataclass
@@ -61,8 +49,8 @@ class SimulatorCore:
         if not setup.api_keys:
             raise ValueError("the simulator needs at least one API key (KEY:SECRET)")
         self.setup = setup
-        self.clock = ServerClock()
         self.replay = Replay(setup.candles, setup.interval, setup.history)
+        self.clock = ExchangeClock(self.replay)
         self.rules: dict[str, SymbolRules] = {
             symbol: setup.rules.get(symbol)
             or SymbolRules.derived(
@@ -108,7 +96,9 @@ class SimulatorCore:
             for _ in range(stages):
                 if self.replay.finished:
                     break
-                self._apply(self.replay.step())
+                moves = self.replay.step()
+                self.clock.replay_moved()
+                self._apply(moves)
                 moved += 1
         await self.hub.drain()
         return moved
@@ -120,7 +110,9 @@ class SimulatorCore:
             for _ in range(candles):
                 position = self.replay.position
                 while not self.replay.finished and self.replay.position == position:
-                    self._apply(self.replay.step())
+                    moves = self.replay.step()
+                    self.clock.replay_moved()
+                    self._apply(moves)
                 if self.replay.position == position:
                     break
                 closed += 1

@@ -1,8 +1,9 @@
 """Request weight and order counts, reported in Binance's headers and enforced like Binance.
 
-Weights per endpoint are Binance's (spot API docs). Weight is counted per minute of server
-time (Binance resets it on the minute); over the limit, requests get HTTP 429 -1003 with
-`Retry-After` set to the seconds left in the minute.
+Weights per endpoint are Binance's (spot API docs). Weight is counted per minute of the
+wall clock (plus any skew set through /_sim/clock), not of the replay's time: the limits are
+about how fast clients really send (Binance resets it on the minute); over the limit,
+requests get HTTP 429 -1003 with `Retry-After` set to the seconds left in the minute.
 """
 
 from __future__ import annotations

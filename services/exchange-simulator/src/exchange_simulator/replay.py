@@ -141,6 +141,21 @@ class Replay:
     def current_open_ms(self) -> int | None:
         return None if self.finished else self.timeline[self.position]
 
+    @property
+    def stage_time_ms(self) -> int:
+        """The replay's time as its stages show it: the open candle's open time plus a third
+        of the interval per stage shown; after the last candle, that candle's close + 1 ms."""
+        if self.finished:
+            return self.timeline[-1] + self.interval_ms
+        return self.timeline[self.position] + self.stage * self.interval_ms // STAGES
+
+    @property
+    def next_stage_time_ms(self) -> int | None:
+        """When the next stage begins (the open candle's close + 1 ms after the last one)."""
+        if self.finished:
+            return None
+        return self.timeline[self.position] + (self.stage + 1) * self.interval_ms // STAGES
+
     def current_candle(self, symbol: str) -> Candle | None:
         """The open candle of `symbol` as far as it has traded, or None in a gap."""
         index = self._current_index(symbol)

@@ -96,7 +96,8 @@ class RestApi:
         if timestamp is None:
             raise errors.mandatory("timestamp")
         window = params.integer("recvWindow") or signing.DEFAULT_RECV_WINDOW_MS
-        signing.check_timestamp(timestamp, window, self.core.clock.now_ms())
+        # Judged by the wall-rate request clock, not the replay's time (see clock.py).
+        self.core.clock.check_timestamp(timestamp, window)
         signature = params.require("signature")
         signing.verify(account.secret, params.query_string, params.body, signature)
         return account
@@ -107,7 +108,8 @@ class RestApi:
         return json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return json_response({"serverTime": self.core.clock.now_ms()})
+        # The replay's time; the offset a client learns from it is remembered (clock.py).
+        return json_response({"serverTime": self.core.clock.server_time_for_sync()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         params = await Params.read(request)
@@ -269,7 +271,8 @@ class RestApi:
         params = await Params.read(request)
         account = self._authenticate(request, params)
         order_request = self._order_request(params)
-        ten_seconds, day = self.order_counter.count(account.api_key, self.core.clock.now_ms())
+        # Order-rate limits count real time, whatever pace the replay keeps.
+        ten_seconds, day = self.order_counter.count(account.api_key, self.core.clock.wall_ms())
         request[ORDER_COUNTS] = {
             ORDER_COUNT_10S_HEADER: str(ten_seconds),
             ORDER_COUNT_1D_HEADER: str(day),

@@ -79,7 +79,10 @@ class SimulatorControl:
     async def set_clock(
         self, *, offset_ms: int | None = None, server_time_ms: int | None = None
     ) -> int:
-        """Shift the server's clock; returns the server time in ms."""
+        """Skew the exchange's clock (it otherwise follows the replay): `offset_ms` ahead of
+        the replay's time, or so that serverTime is `server_time_ms` now. Signed requests'
+        timestamps are judged by the skewed clock too (see `exchange_simulator.clock`).
+        Returns the server time in ms."""
         body = {"offset_ms": offset_ms} if offset_ms is not None else {}
         if server_time_ms is not None:
             body = {"server_time_ms": server_time_ms}
