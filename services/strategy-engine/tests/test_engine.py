@@ -229,8 +229,9 @@ class ExplodingStrategy(BaseStrategy):
 async def test_raising_strategy_is_contained_counted_and_alerted_once(
     database: Database, bus: EventBus, btc: list[Candle], telegram_standin: TelegramStandIn
 ) -> None:
-    notifier = TelegramNotifier("1:token", "42", api_url=telegram_standin.api_url, enabled=True)
-    notifier.min_interval = 0.0
+    notifier = TelegramNotifier(
+        "1:token", "42", api_url=telegram_standin.api_url, enabled=True, min_interval=0.0
+    )
     setup_logging("strategy-engine", "INFO", log_format="json", notifier=notifier)
     await notifier.start()
     exploding = StrategyInstance("exploding", ExplodingStrategy(), "BTCUSDT", "1m")
@@ -306,3 +307,104 @@ async def test_signal_whose_storing_failed_is_sent_when_the_candle_comes_again(
     for candle in btc[first:300]:  # the bus redelivers the failed candle, then goes on
         await engine.on_candle(candle)
     assert await published(bus) == signals
+
+
+async def run_with_restarts(
+    database: Database, bus: EventBus, btc: list[Candle], restarts: Sequence[tuple[int, int]]
+) -> None:
+    """EMA(9, 21) on `btc`: 200 candles stored before the first start, then one candle at a
+    time stored and consumed; at each (stop, back) the engine stops after consuming candle
+    `stop - 1`, candles stop..back-1 are stored while it is down, and a new engine starts
+    and gets every candle from `stop` on from the bus (the redelivery)."""
+    await store(database, btc[:200])
+    engine = StrategyEngine([ema(9, 21)], sessions=database.sessions, bus=bus)
+    await engine.start(now=after(btc[199]))
+    consumed = 200
+    for stop, back in [*restarts, (len(btc), len(btc))]:
+        for candle in btc[consumed:stop]:
+            await store(database, [candle])
+            await engine.on_candle(candle)
+        await store(database, btc[stop:back])
+        if stop == len(btc):
+            break
+        engine = StrategyEngine([ema(9, 21)], sessions=database.sessions, bus=bus)
+        await engine.start(now=after(btc[back - 1]))
+        consumed = stop
+
+
+# Restart points where a warm-up of only the 21 candles before the restart re-seeds the EMAs
+# and changes the signals after it (checked against the engine's earlier warm-up).
+RESTARTS = [(250, 250), (420, 450)]
+
+
+async def test_restart_replays_from_the_feed_start_and_gives_the_uninterrupted_signals(
+    database: Database, bus: EventBus, btc: list[Candle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("strategy_engine.engine.REPLAY_PAGE", 17)  # many pages, odd boundaries
+    await run_with_restarts(database, bus, btc, RESTARTS)
+
+    warmup = btc[200 - 21 : 200]
+    uninterrupted = expected_signals([*warmup, *btc[200:]], 9, 21)
+    got = await published(bus)
+    assert [s.id for s in got] == [s.id for s in uninterrupted]
+    # A warm-up of only warmup_period candles before either restart gives other signals.
+    for stop, _ in RESTARTS:
+        reseeded = expected_signals(btc[stop - 21 :], 9, 21)
+        after_stop = [s for s in uninterrupted if s.candle_time >= btc[stop].open_time]
+        assert [s.id for s in reseeded if s.candle_time >= btc[stop].open_time] != [
+            s.id for s in after_stop
+        ]
+    stored = await bus.redis.hgetall(bus.key("strategy-engine:feed-start"))
+    assert {_key.decode(): int(v) for _key, v in stored.items()} == {
+        "ema:9:21": int(warmup[0].open_time.timestamp() * 1000)
+    }
+
+
+async def test_first_start_on_an_empty_database_records_the_first_consumed_candle(
+    database: Database, bus: EventBus, btc: list[Candle]
+) -> None:
+    await store(database, btc)  # none of them has closed at the first start
+    engine = StrategyEngine([ema(9, 21)], sessions=database.sessions, bus=bus)
+    await engine.start(now=btc[0].open_time)
+    for candle in btc[:250]:
+        await engine.on_candle(candle)
+    restarted = StrategyEngine([ema(9, 21)], sessions=database.sessions, bus=bus)
+    await restarted.start(now=after(btc[249]))
+    for candle in btc[250:]:
+        await restarted.on_candle(candle)
+    assert [s.id for s in await published(bus)] == [s.id for s in expected_signals(btc, 9, 21)]
+
+
+async def test_strategy_raising_in_warm_up_and_replay_is_contained(
+    database: Database, bus: EventBus, btc: list[Candle], telegram_standin: TelegramStandIn
+) -> None:
+    notifier = TelegramNotifier(
+        "1:token", "42", api_url=telegram_standin.api_url, enabled=True, min_interval=0.0
+    )
+    setup_logging("strategy-engine", "INFO", log_format="json", notifier=notifier)
+    await notifier.start()
+    await store(database, btc[:300])
+
+    def instances() -> list[StrategyInstance]:
+        broken = ExplodingStrategy({"after": 0})  # raises on every candle, warm-up included
+        return [StrategyInstance("exploding", broken, "BTCUSDT", "1m"), ema()]
+
+    errors = ERRORS_TOTAL.labels("strategy-engine", "ZeroDivisionError")
+    errors_before = errors._value.get()
+    # The alert goes through logging; signals need no Telegram here.
+    first = StrategyEngine(instances(), sessions=database.sessions, bus=bus)
+    await first.start(now=after(btc[99]))  # the warm-up raises: contained
+    for candle in btc[100:200]:
+        await first.on_candle(candle)
+    assert first.failures(first.instances[0]) == 1 + 100  # its warm-up candle, then each one
+    # A restart replays 99..199 through it (each raising again) and catches up on 200..299.
+    second = StrategyEngine(instances(), sessions=database.sessions, bus=bus)
+    await second.start(now=after(btc[299]))
+    await notifier.close()
+
+    assert second.failures(second.instances[0]) == 101 + 100
+    assert errors._value.get() - errors_before == 101 + 201
+    warmup = btc[100 - 13 : 100]
+    assert await published(bus) == expected_signals([*warmup, *btc[100:300]])
+    alerts = [m.text for m in telegram_standin.messages if "ZeroDivisionError" in m.text]
+    assert len(alerts) == 2, alerts  # once per instance and process
