@@ -157,16 +157,13 @@ async def test_prometheus_sees_every_service_up_and_every_spec_metric_and_telegr
         assert any("exploding" in t for t in texts), "the failing strategy was not alerted"
         assert sum("exploding strategy blew up" in t for t in texts) == 1
         assert any("summary" in t.lower() for t in texts), "no daily summary at 00:00 UTC"
-        # Each process's notifier keeps its own one-a-second pace. (Across the four processes
-        # messages can arrive closer: a platform-wide limit needs a limiter shared between
-        # processes in shared.notifier — reported, not asserted here.)
-        by_sender: dict[str, list[float]] = {}
-        for message in messages:
-            by_sender.setdefault(sender(message.text), []).append(message.arrived_at)
-        assert set(by_sender) >= {"strategy-engine", "order-executor", "portfolio-manager"}
-        for name, times in by_sender.items():
-            gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-            assert min(gaps, default=1.0) >= 0.95, f"{name}: two messages {min(gaps):.3f} s apart"
+        # The four processes share one send slot per bot and chat (a limiter in Redis), so
+        # the stand-in never sees two messages less than a second apart, whoever sent them.
+        senders = {sender(message.text) for message in messages}
+        assert senders >= {"strategy-engine", "order-executor", "portfolio-manager"}
+        arrivals = sorted(message.arrived_at for message in messages)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+        assert min(gaps, default=1.0) >= 0.95, f"two messages {min(gaps):.3f} s apart"
 
 
 def sender(text: str) -> str:
