@@ -164,7 +164,12 @@ def api_middleware(
         response: web.StreamResponse
         try:
             used = weights.spend(
-                request_weight(request.method, request.path, "symbol" in request.query),
+                request_weight(
+                    request.method,
+                    request.path,
+                    "symbol" in request.query,
+                    "orderId" in request.query,
+                ),
                 clock_ms(),
             )
             if before is not None:

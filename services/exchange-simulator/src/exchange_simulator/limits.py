@@ -34,10 +34,12 @@ _WEIGHTS = {
 }
 
 
-def request_weight(method: str, path: str, has_symbol: bool) -> int:
+def request_weight(method: str, path: str, has_symbol: bool, has_order_id: bool = False) -> int:
     """Binance's weight of one request."""
     if path == "/api/v3/openOrders":
         return 6 if has_symbol else 80
+    if path == "/api/v3/myTrades":
+        return 5 if has_order_id else 20
     if path == "/api/v3/ticker/price":
         return 2 if has_symbol else 4
     return _WEIGHTS.get((method, path), 1)

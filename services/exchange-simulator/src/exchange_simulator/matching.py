@@ -37,8 +37,11 @@ class Fill:
     commission: Decimal
     commission_asset: str
     trade_id: int
+    time_ms: int = 0
+    is_maker: bool = False  # a resting LIMIT order filled later; taker when filled on arrival
 
     def json(self) -> dict[str, object]:
+        """One entry of a FULL order response's `fills`."""
         return {
             "price": fmt(self.price),
             "qty": fmt(self.qty),
@@ -159,6 +162,8 @@ class Matcher:
         self._by_series: dict[tuple[str, str], list[SimOrder]] = {}
         self._resting: list[SimOrder] = []
         self._accounts: dict[str, Account] = {}
+        # (api_key, symbol) → that account's trades on that symbol, in trade-id order.
+        self._trades: dict[tuple[str, str], list[tuple[SimOrder, Fill]]] = {}
 
     def register(self, account: Account) -> None:
         self._accounts[account.api_key] = account
@@ -228,7 +233,7 @@ class Matcher:
         else:
             account.require_free(rules.base_asset, qty)
         order = self._new_order(account, request, client_id, now, Decimal(0), qty)
-        self._fill(account, order, rules, price)
+        self._fill(account, order, rules, price, maker=False)
         return order
 
     def _limit(
@@ -249,7 +254,7 @@ class Matcher:
         market = self._price(request.symbol)
         marketable = market <= price if request.side == "BUY" else market >= price
         if marketable:
-            self._fill(account, order, rules, market)
+            self._fill(account, order, rules, market, maker=False)
         elif request.time_in_force in ("IOC", "FOK"):
             self._release(account, order, rules)
             order.status = "EXPIRED"
@@ -266,11 +271,13 @@ class Matcher:
             crossed = order.price >= low if order.side == "BUY" else order.price <= high
             if crossed:
                 account = self._accounts[order.api_key]
-                self._fill(account, order, self._rules[symbol], order.price)
+                self._fill(account, order, self._rules[symbol], order.price, maker=True)
                 filled.append(order)
         return filled
 
-    def _fill(self, account: Account, order: SimOrder, rules: SymbolRules, price: Decimal) -> None:
+    def _fill(
+        self, account: Account, order: SimOrder, rules: SymbolRules, price: Decimal, *, maker: bool
+    ) -> None:
         qty = order.orig_qty - order.executed_qty
         quote = qty * price
         fee = _fee(quote)
@@ -281,11 +288,14 @@ class Matcher:
         else:
             account.balance(rules.base_asset).free -= qty
             account.balance(rules.quote_asset).free += quote - fee
-        order.fills.append(Fill(price, qty, fee, rules.quote_asset, next(self._trade_ids)))
+        now = self._clock_ms()
+        fill = Fill(price, qty, fee, rules.quote_asset, next(self._trade_ids), now, maker)
+        order.fills.append(fill)
+        self._trades.setdefault((order.api_key, order.symbol), []).append((order, fill))
         order.executed_qty += qty
         order.cumulative_quote += quote
         order.status = "FILLED"
-        order.update_ms = self._clock_ms()
+        order.update_ms = now
         if order in self._resting:
             self._resting.remove(order)
 
@@ -322,8 +332,31 @@ class Matcher:
             if o.api_key == api_key and (symbol is None or o.symbol == symbol)
         ]
 
+    def trades(self, api_key: str, symbol: str) -> list[tuple[SimOrder, Fill]]:
+        """The account's trades on `symbol`, oldest (lowest id) first."""
+        return self._trades.get((api_key, symbol), [])
+
     def _orders_of(self, api_key: str, symbol: str) -> list[SimOrder]:
         return self._by_series.get((api_key, symbol), [])
+
+
+def trade_json(order: SimOrder, fill: Fill) -> dict[str, object]:
+    """One entry of GET /api/v3/myTrades."""
+    return {
+        "symbol": order.symbol,
+        "id": fill.trade_id,
+        "orderId": order.order_id,
+        "orderListId": -1,
+        "price": fmt(fill.price),
+        "qty": fmt(fill.qty),
+        "quoteQty": fmt(fill.price * fill.qty),
+        "commission": fmt(fill.commission),
+        "commissionAsset": fill.commission_asset,
+        "time": fill.time_ms,
+        "isBuyer": order.side == "BUY",
+        "isMaker": fill.is_maker,
+        "isBestMatch": True,
+    }
 
 
 def _fee(quote: Decimal) -> Decimal:

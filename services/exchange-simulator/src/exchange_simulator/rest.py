@@ -21,12 +21,14 @@ from exchange_simulator.limits import (
     ORDER_COUNTS,
     OrderCounter,
 )
-from exchange_simulator.matching import OrderRequest, SimOrder
+from exchange_simulator.matching import OrderRequest, SimOrder, trade_json
 from exchange_simulator.params import Params
 from exchange_simulator.replay import ms
 
 CLIENT_ORDER_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 MAX_KLINES = 1000
+MAX_TRADES = 1000
+DAY_MS = 86_400_000
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -75,6 +77,7 @@ class RestApi:
         app.router.add_get("/api/v3/order", self.query_order)
         app.router.add_delete("/api/v3/order", self.cancel_order)
         app.router.add_get("/api/v3/openOrders", self.open_orders)
+        app.router.add_get("/api/v3/myTrades", self.my_trades)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -339,6 +342,45 @@ class RestApi:
         symbol = self._symbol(params, required=False)
         orders = self.core.matcher.open_orders(account.api_key, symbol)
         return json_response([o.query_json() for o in orders])
+
+    async def my_trades(self, request: web.Request) -> web.Response:
+        """GET /api/v3/myTrades: the account's trades on a symbol, oldest first.
+
+        Binance's combinations: symbol alone (the most recent `limit`), + orderId, + fromId
+        (ids >= fromId), + startTime and/or endTime (at most 24 hours apart; from startTime
+        on, else the most recent up to endTime), + orderId + fromId. Others get -1128.
+        """
+        params = await Params.read(request)
+        account = self._authenticate(request, params)
+        symbol = self._symbol(params)
+        assert symbol is not None
+        order_id = params.integer("orderId")
+        from_id = params.integer("fromId")
+        start, end = params.integer("startTime"), params.integer("endTime")
+        limit = params.integer("limit") or 500
+        if not 1 <= limit <= MAX_TRADES:
+            raise errors.BinanceError(-1130, "Invalid data sent for a parameter.")
+        timed = start is not None or end is not None
+        if timed and (order_id is not None or from_id is not None):
+            raise errors.BinanceError(-1128, "Combination of optional parameters invalid.")
+        if start is not None and end is not None:
+            if end < start:
+                raise errors.BinanceError(-1128, "Combination of optional parameters invalid.")
+            if end - start > DAY_MS:
+                raise errors.BinanceError(
+                    -1127, "More than 24 hours between startTime and endTime."
+                )
+        trades = [
+            (order, fill)
+            for order, fill in self.core.matcher.trades(account.api_key, symbol)
+            if (order_id is None or order.order_id == order_id)
+            and (from_id is None or fill.trade_id >= from_id)
+            and (start is None or fill.time_ms >= start)
+            and (end is None or fill.time_ms <= end)
+        ]
+        oldest_first = from_id is not None or start is not None
+        chosen = trades[:limit] if oldest_first else trades[-limit:]
+        return json_response([trade_json(order, fill) for order, fill in chosen])
 
 
 _ID_KEYS = frozenset({"symbol", "orderId", "orderListId", "clientOrderId", "transactTime"})
