@@ -130,13 +130,13 @@ def run_service(
     use_database: bool = True,
     checks: Iterable[HealthCheck] = (),
     shutdown_timeout: float = 10.0,
-    bus_namespace: str = "",
+    bus_namespace: str | None = None,
 ) -> NoReturn:
     """Run the service ``name`` to completion and exit the process with its status.
 
     ``checks`` are health checks besides Redis and PostgreSQL; ``bus_namespace`` prefixes
-    every stream key (tests and side-by-side demos use it); ``use_database=False`` for a
-    service that needs no PostgreSQL.
+    every stream key (default: the BUS_NAMESPACE setting; tests and side-by-side demos use
+    it); ``use_database=False`` for a service that needs no PostgreSQL.
     """
     if settings is None:
         try:
@@ -175,10 +175,13 @@ async def serve(
     use_database: bool = True,
     checks: Iterable[HealthCheck] = (),
     shutdown_timeout: float = 10.0,
-    bus_namespace: str = "",
+    bus_namespace: str | None = None,
 ) -> int:
     """The lifecycle inside a running event loop; returns the exit status."""
     from shared.logging import setup_logging
+
+    if bus_namespace is None:
+        bus_namespace = settings.bus_namespace
 
     secrets = _secrets(settings)
     notifier = TelegramNotifier.from_settings(settings)

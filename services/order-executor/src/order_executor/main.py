@@ -70,13 +70,7 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
 
 def main() -> None:
     """Run the order executor until SIGTERM."""
-    from shared.config import SettingsError, load_settings
-
-    try:
-        namespace = load_settings().bus_namespace
-    except SettingsError:
-        namespace = ""  # run_service reports the bad setting and exits 2
-    run_service(SERVICE, build_tasks, bus_namespace=namespace)
+    run_service(SERVICE, build_tasks)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ group "portfolio-manager", and keeps positions, PnL and snapshots (see `manager`
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable
 from datetime import timedelta
 
-from shared.config import Settings, SettingsError, load_settings
+from shared.config import Settings
 from shared.models import Candle, Order, Trade
-from shared.service import EXIT_SETTINGS, ServiceContext, run_service
+from shared.service import ServiceContext, run_service
 from shared.streams import CANDLES, ORDERS
 
 from portfolio_manager.manager import SERVICE, PortfolioManager
@@ -42,9 +41,4 @@ def make_manager(ctx: ServiceContext) -> PortfolioManager:
 
 def main() -> None:
     """Run the service until SIGTERM (exit 0) or a crash (exit 1)."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
-        sys.exit(EXIT_SETTINGS)
-    run_service(SERVICE, tasks, settings=settings, bus_namespace=settings.bus_namespace)
+    run_service(SERVICE, tasks)
