@@ -296,11 +296,72 @@ async def test_100_signals_with_every_other_response_dropped_make_exactly_100_or
     assert len({o["clientOrderId"] for o in orders}) == 100
     assert sum(r.found_by_lookup for r in results) == 50
     assert {r.order.status for r in results} == {OrderStatus.FILLED}
+    # recovered or answered, every order comes with its one fill and its fee
+    assert all(len(r.trades) == 1 and r.order.fee > 0 for r in results)
 
     await sim.control.clear_faults()
     again = [await exchange.submit_order(OrderRequest.from_signal(signal(n))) for n in (3, 4)]
     assert all(r.found_by_lookup for r in again)
     assert len(await sim.control.orders(api_key=sim.api_key)) == 100
+
+
+async def test_an_order_recovered_after_a_dropped_response_has_the_recorded_fills_and_fee(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    await exchange.load_markets()
+    await sim.control.add_fault("drop", path="/api/v3/order", method="POST", times=1)
+    request = OrderRequest.from_signal(signal(77, quantity="0.013"))
+    result = await exchange.submit_order(request, lookup_first=False)
+    assert result.found_by_lookup
+    [recorded] = await sim.control.orders(api_key=sim.api_key)
+    fills = recorded_fills(sim, recorded["orderId"])
+    assert fills  # the simulator executed it although the answer was dropped
+    assert [
+        (t.trade_id, t.price, t.quantity, t.fee, t.fee_asset, t.side, t.client_order_id)
+        for t in result.trades
+    ] == [
+        (
+            str(f.trade_id),
+            f.price,
+            f.qty,
+            f.commission,
+            f.commission_asset,
+            Side.BUY,
+            request.client_order_id,
+        )
+        for f in fills
+    ]
+    assert result.order.fee == sum(f.commission for f in fills) and result.order.fee > 0
+    assert result.order.fee_asset == "USDT"
+    assert result.order.avg_fill_price == fills[0].price
+    assert all(t.time == ms_to_datetime(recorded["updateTime"]) for t in result.trades)
+    # a redelivered signal finds the same order with the same fills, placing nothing
+    again = await exchange.submit_order(request)
+    assert again == result
+    assert len(await sim.control.orders(api_key=sim.api_key)) == 1
+
+
+async def test_a_found_order_that_has_not_traded_comes_without_a_trades_request(
+    exchange: BinanceExchange, sim: RunningSimulator
+):
+    await exchange.load_markets()
+    far_below = (Decimal((await sim.control.state())["prices"][SYMBOL]) / 2).quantize(
+        Decimal("0.01")
+    )
+    request = OrderRequest(
+        SYMBOL, Side.BUY, Decimal("0.001"), "rests", type=OrderType.LIMIT, price=far_below
+    )
+    await exchange.submit_order(request, lookup_first=False)
+    found = await exchange.submit_order(request)
+    assert found.found_by_lookup and found.trades == () and found.order.fee == 0
+    paths = [r["path"] for r in await sim.control.requests()]
+    assert "/api/v3/myTrades" not in paths
+
+
+def recorded_fills(sim: RunningSimulator, order_id: int) -> list[Any]:
+    """What the simulator itself recorded for the order (not what it answered)."""
+    [order] = [o for o in sim.simulator.core.matcher.orders if o.order_id == order_id]
+    return list(order.fills)
 
 
 async def test_429_with_retry_after_is_waited_out_then_the_call_succeeds(

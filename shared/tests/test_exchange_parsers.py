@@ -27,7 +27,8 @@ from shared.exchange import (
     parse_rest_kline,
     parse_ws_kline_event,
 )
-from shared.models import OrderStatus, OrderType, Side
+from shared.exchange.orders import order_with_trades, parse_my_trades
+from shared.models import Order, OrderStatus, OrderType, Side
 
 RESOURCES = Path(__file__).parent / "resources" / "binance"
 
@@ -235,3 +236,61 @@ def test_network_errors_are_transient_and_their_message_drops_the_signed_query()
     assert isinstance(error, TransientExchangeError)
     assert "signature" not in str(error)
     assert "/api/v3/account" in str(error)
+
+
+# Binance's documented GET /api/v3/myTrades answer (spot API docs, "Account trade list").
+MY_TRADES_DOC = """[{"symbol": "BNBBTC", "id": 28457, "orderId": 100234, "orderListId": -1,
+  "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
+  "commission": "10.10000000", "commissionAsset": "BNB", "time": 1499865549590,
+  "isBuyer": true, "isMaker": false, "isBestMatch": true}]"""
+
+
+def _queried_order(exchange_order_id: str = "100234") -> Order:
+    at = datetime(2017, 7, 12, tzinfo=UTC)
+    return Order(
+        client_order_id="recovered-1",
+        symbol="BNBBTC",
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        quantity=Decimal(12),
+        status=OrderStatus.FILLED,
+        filled_quantity=Decimal(12),
+        exchange_order_id=exchange_order_id,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+def test_my_trades_from_the_docs_become_exact_trades_of_the_order():
+    order = _queried_order()
+    [trade] = parse_my_trades(json.loads(MY_TRADES_DOC), order)
+    assert trade.trade_id == "28457" and trade.client_order_id == "recovered-1"
+    assert (trade.symbol, trade.side, trade.fee_asset) == ("BNBBTC", Side.BUY, "BNB")
+    assert (trade.price, trade.quantity, trade.fee) == (
+        Decimal("4.00000100"),
+        Decimal("12.00000000"),
+        Decimal("10.10000000"),
+    )
+    assert trade.time == datetime(2017, 7, 12, 13, 19, 9, 590000, tzinfo=UTC)
+    completed = order_with_trades(order, [trade])
+    assert (completed.fee, completed.fee_asset) == (Decimal("10.1"), "BNB")
+    assert completed.avg_fill_price == Decimal("4.000001")
+    assert parse_my_trades(json.loads(MY_TRADES_DOC), _queried_order("999")) == ()
+
+
+def test_my_trades_with_floats_or_missing_fields_are_refused_by_name():
+    row = json.loads(MY_TRADES_DOC)[0]
+    with pytest.raises(ValueError, match="'commission' is a float"):
+        parse_my_trades([{**row, "commission": 10.1}], _queried_order())
+    without_price = {k: v for k, v in row.items() if k != "price"}
+    with pytest.raises(ValueError, match="missing field 'price'"):
+        parse_my_trades([without_price], _queried_order())
+
+
+def test_fees_in_several_assets_are_not_added_up():
+    order = _queried_order()
+    [trade] = parse_my_trades(json.loads(MY_TRADES_DOC), order)
+    other = trade.model_copy(update={"trade_id": "28458", "fee_asset": "BTC"})
+    completed = order_with_trades(order, [trade, other])
+    assert (completed.fee, completed.fee_asset) == (Decimal(0), None)
+    assert order_with_trades(order, []) is order

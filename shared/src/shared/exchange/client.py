@@ -10,7 +10,9 @@
   retries once, 418 and authentication failures halt order placement and alert.
 - Orders are idempotent: the client order id is derived from the signal id; before placing
   (by default) and after any create whose outcome is unknown (network error, timeout, 5xx,
-  -1007) the order is looked up by ``origClientOrderId`` before anything is resent.
+  -1007) the order is looked up by ``origClientOrderId`` before anything is resent. An order
+  found that way gets its fills from ``GET /api/v3/myTrades`` (raw, so prices and fees stay
+  Binance's exact strings), as a create answer would have listed them.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from shared.exchange.errors import (
     classify_ccxt_error,
 )
 from shared.exchange.filters import SymbolFilters, check_order
-from shared.exchange.orders import OrderRequest, OrderResult
+from shared.exchange.orders import OrderRequest, OrderResult, order_with_trades, parse_my_trades
 from shared.exchange.parsers import (
     AssetBalance,
     ParsedOrder,
@@ -50,8 +52,14 @@ from shared.exchange.parsers import (
     parse_order,
     parse_rest_kline,
 )
-from shared.models import Candle, Order, OrderType, interval_delta
-from shared.resilience import CircuitBreaker, Sleep, backoff_delay, retry_with_backoff
+from shared.models import Candle, Order, OrderType, Trade, interval_delta
+from shared.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Sleep,
+    backoff_delay,
+    retry_with_backoff,
+)
 
 __all__ = ["AlertCallback", "BinanceExchange"]
 
@@ -421,6 +429,43 @@ class BinanceExchange:
             return None
         return parse_order(raw["info"], signal_id=signal_id, strategy=strategy).order
 
+    async def order_trades(self, order: Order) -> tuple[Trade, ...]:
+        """The fills of ``order`` (``GET /api/v3/myTrades`` by its exchange order id), exact;
+        none for an order that has not traded (no request is sent then)."""
+        if order.filled_quantity <= 0 or order.exchange_order_id is None:
+            return ()
+        params = {"symbol": order.symbol, "orderId": order.exchange_order_id, "limit": 1000}
+        rows: list[Any] = await self._call(lambda: self._ex.privateGetMyTrades(params))
+        return parse_my_trades(rows, order)
+
+    async def find_order_result(
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        signal_id: str | None = None,
+        strategy: str | None = None,
+    ) -> OrderResult | None:
+        """The order with this client order id with its fills (`order_trades`) and the fee
+        they add up to, as ``found_by_lookup``; None when there is no such order.
+
+        The order exists whatever happens next, so a failure to list its fills does not
+        raise (the caller must not take the order for unplaced): it is logged and the order
+        comes back without them, as the exchange's query answered it."""
+        order = await self.find_order(
+            symbol, client_order_id, signal_id=signal_id, strategy=strategy
+        )
+        if order is None:
+            return None
+        try:
+            trades = await self.order_trades(order)
+        except (ExchangeError, CircuitOpenError) as exc:
+            _log.warning(
+                "order_trades_unavailable", client_order_id=client_order_id, error=str(exc)
+            )
+            trades = ()
+        return OrderResult(order_with_trades(order, trades), trades, found_by_lookup=True)
+
     async def submit_order(
         self, request: OrderRequest, *, lookup_first: bool = True
     ) -> OrderResult:
@@ -440,9 +485,9 @@ class BinanceExchange:
         unified, quantity, price = await self._prepare(request)
         ids = {"signal_id": request.signal_id, "strategy": request.strategy}
         if lookup_first:
-            existing = await self.find_order(request.symbol, request.client_order_id, **ids)
-            if existing is not None:
-                return OrderResult(existing, (), found_by_lookup=True)
+            found = await self.find_order_result(request.symbol, request.client_order_id, **ids)
+            if found is not None:
+                return found
         unknown_outcomes = 0
         while True:
             try:
@@ -460,10 +505,10 @@ class BinanceExchange:
                 if exc.reason != "Duplicate order sent.":
                     raise
                 # Binance refuses a client order id only while its order is open: it exists.
-                existing = await self.find_order(request.symbol, request.client_order_id, **ids)
-                if existing is None:
+                found = await self.find_order_result(request.symbol, request.client_order_id, **ids)
+                if found is None:
                     raise
-                return OrderResult(existing, (), found_by_lookup=True)
+                return found
             except TransientExchangeError as exc:
                 # The order may exist although we saw an error (BINANCE.md pitfall 1).
                 _log.warning(
@@ -475,9 +520,9 @@ class BinanceExchange:
                     backoff_delay(unknown_outcomes, self._retry_base_delay, rng=self._rng)
                 )
                 unknown_outcomes += 1
-                existing = await self.find_order(request.symbol, request.client_order_id, **ids)
-                if existing is not None:
-                    return OrderResult(existing, (), found_by_lookup=True)
+                found = await self.find_order_result(request.symbol, request.client_order_id, **ids)
+                if found is not None:
+                    return found
                 if unknown_outcomes > self._max_retries:
                     raise
                 continue
