@@ -32,7 +32,10 @@ uv:
 	}
 
 sync: uv
-	@$(UV) sync --frozen --all-packages
+	@# --compile-bytecode: every service process imports ccxt, pandas and SQLAlchemy; with the
+	@# bytecode written once at install (not per process, e.g. under PYTHONDONTWRITEBYTECODE)
+	@# a service starts in about a second instead of several.
+	@$(UV) sync --frozen --all-packages --compile-bytecode
 
 # Runs until Ctrl-C; options go to `trading demo`, e.g. make run RUN_ARGS="--duration 120"
 run: sync
