@@ -126,6 +126,21 @@ def test_a_skew_refuses_clients_synced_before_it_until_they_resync() -> None:
     clock.check_timestamp(wall_ms + resynced, 10_000)
 
 
+def test_an_explicit_server_time_moves_the_market_clock_only() -> None:
+    """Setting serverTime (e.g. to the replay's candle open) is no clock skew: clients
+    synced before it and clients that never synced keep signing without -1021."""
+    clock, _, fake, open_ms = clock_over(10, history=2)
+    synced = clock.server_time_for_sync() - int(fake.wall * 1000)
+    clock.set_time(open_ms - 45_000)
+    assert clock.now_ms() == open_ms - 45_000
+    wall_ms = int(fake.wall * 1000)
+    clock.check_timestamp(wall_ms + synced, 5_000)
+    clock.check_timestamp(wall_ms, 5_000)
+    resynced = clock.server_time_for_sync() - int(fake.wall * 1000)
+    assert resynced == synced - 45_000
+    clock.check_timestamp(wall_ms + resynced, 5_000)
+
+
 async def test_server_time_events_and_orders_follow_the_replay(sim, http) -> None:
     """What REST, the stream and the matcher report is the replay's time, not today's."""
     replay_open = (await sim.control.state())["replay"]["current_open_time"]

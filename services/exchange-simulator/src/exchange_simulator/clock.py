@@ -22,12 +22,14 @@ while a client signs with its own wall clock plus the offset it learned from ser
   that never synced signs with its wall clock and is accepted too. A timestamp that fits
   neither is refused -1021, with the reason (too old / ahead) of the nearest of them.
   Rate limits (request weight per minute, order counts) also count wall-clock time.
-- **Skew** (`/_sim/clock`): `offset_ms` moves the whole exchange clock that far ahead of
-  where it would be: serverTime and the clocks timestamps are judged by. A client that
-  synced before the shift now gets -1021 until it resyncs, and one that never syncs gets
-  -1021 at any shift beyond its window, as with a real clock skew. `server_time_ms` sets the
-  skew so that serverTime is that time now (it then keeps following the replay). Offset 0
-  returns to the replay's own time.
+- **Control** (`/_sim/clock`), two different moves:
+  `offset_ms` is a clock skew: the whole exchange clock runs that far ahead (serverTime and
+  every clock timestamps are judged by), so a client synced before it gets -1021 until it
+  resyncs and one that never syncs gets -1021 beyond its window, as with a real skew; it
+  also clears any shift, so offset 0 returns to the replay's own time.
+  `server_time_ms` shifts the market clock only, so that serverTime is that time now (it
+  keeps following the replay from there); clients keep signing as before, since what they
+  sync to afterwards includes the shift.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class ExchangeClock:
         self._replay = replay
         self._wall = wall
         self._monotonic = monotonic
-        self.skew_ms = 0
+        self.skew_ms = 0  # clock skew: the market clock and request clocks alike
+        self.shift_ms = 0  # the market clock only (serverTime set explicitly)
         self._rate_ms_per_s = 0.0  # replay milliseconds per wall second inside a stage
         self._stage_started = monotonic()
         self._last_replay_ms = replay.stage_time_ms
@@ -88,17 +91,24 @@ class ExchangeClock:
             self._last_replay_ms = current
         return self._last_replay_ms
 
+    def market_ms(self) -> int:
+        """The market's time before any skew: the replay's time plus an explicit shift."""
+        return self.replay_ms() + self.shift_ms
+
     def now_ms(self) -> int:
-        """The exchange's time (serverTime): the replay's time plus the skew."""
-        return self.replay_ms() + self.skew_ms
+        """The exchange's time (serverTime): the market's time plus the skew."""
+        return self.market_ms() + self.skew_ms
 
     def set_offset(self, offset_ms: int) -> None:
-        """Run the exchange clock `offset_ms` ahead of the replay (negative: behind)."""
+        """Skew the whole exchange clock `offset_ms` ahead of the replay (negative: behind);
+        clears any shift of the market clock."""
         self.skew_ms = offset_ms
+        self.shift_ms = 0
 
     def set_time(self, server_time_ms: int) -> None:
-        """Make serverTime `server_time_ms` now; it keeps following the replay from there."""
-        self.skew_ms = server_time_ms - self.replay_ms()
+        """Make serverTime `server_time_ms` now by shifting the market clock only; it keeps
+        following the replay from there."""
+        self.shift_ms = server_time_ms - self.skew_ms - self.replay_ms()
 
     # --- request timestamps ------------------------------------------------------------
 
@@ -108,14 +118,14 @@ class ExchangeClock:
 
     def server_time_for_sync(self) -> int:
         """serverTime for `GET /api/v3/time`, remembering the offset a client learns from it."""
-        replay_ms = self.replay_ms()
-        offset = replay_ms - int(self._wall() * 1000)
+        market_ms = self.market_ms()
+        offset = market_ms - int(self._wall() * 1000)
         if len(self._issued) >= ISSUED_OFFSETS:
             dropped = self._issued.popleft()
             del self._issued_sorted[bisect.bisect_left(self._issued_sorted, dropped)]
         self._issued.append(offset)
         bisect.insort(self._issued_sorted, offset)
-        return replay_ms + self.skew_ms
+        return market_ms + self.skew_ms
 
     def check_timestamp(self, timestamp_ms: int, recv_window_ms: int) -> None:
         """Raise -1021 unless `timestamp_ms` is within `recv_window_ms` (and under 1 s ahead)

@@ -4,8 +4,9 @@
     POST   /_sim/advance               {"candles": N} or {"stages": N}  → {"moved", "replay"}
     POST   /_sim/price                 {"symbol", "price"}               → {"symbol", "price"}
     POST   /_sim/clock                 {"offset_ms"} or {"server_time_ms"} → server time, offset
-                                        (serverTime follows the replay; this skews it and the
-                                        clocks request timestamps are judged by: clock.py)
+                                        (serverTime follows the replay; offset_ms skews it and
+                                        the clocks request timestamps are judged by,
+                                        server_time_ms shifts the market time only: clock.py)
     GET    /_sim/faults                → {"faults": [...]}
     POST   /_sim/faults                {"kind", "path"?, "method"?, "times"?, "every"?,
                                         "retry_after"?, "delay"?}    → the fault with its "id"
@@ -106,6 +107,7 @@ class ControlApi:
                 "server_time_ms": self.core.clock.now_ms(),
                 "replay_time_ms": self.core.clock.replay_ms(),
                 "clock_offset_ms": self.core.clock.skew_ms,
+                "market_shift_ms": self.core.clock.shift_ms,
                 "replay": self._replay_state(),
                 "prices": {s: fmt(self.core.replay.price(s)) for s in self.core.replay.symbols},
                 "websocket_connections": len(self.core.hub.connections),
@@ -144,7 +146,11 @@ class ControlApi:
                 'or {"server_time_ms": int}'
             )
         return web.json_response(
-            {"server_time_ms": self.core.clock.now_ms(), "offset_ms": self.core.clock.skew_ms}
+            {
+                "server_time_ms": self.core.clock.now_ms(),
+                "offset_ms": self.core.clock.skew_ms,
+                "market_shift_ms": self.core.clock.shift_ms,
+            }
         )
 
     async def list_faults(self, request: web.Request) -> web.Response:

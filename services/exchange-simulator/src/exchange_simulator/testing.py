@@ -79,9 +79,10 @@ class SimulatorControl:
     async def set_clock(
         self, *, offset_ms: int | None = None, server_time_ms: int | None = None
     ) -> int:
-        """Skew the exchange's clock (it otherwise follows the replay): `offset_ms` ahead of
-        the replay's time, or so that serverTime is `server_time_ms` now. Signed requests'
-        timestamps are judged by the skewed clock too (see `exchange_simulator.clock`).
+        """Move the exchange's clock (it otherwise follows the replay): `offset_ms` skews it
+        ahead of the replay's time, signed requests' timestamps judged by the skewed clock
+        too (-1021 until a client resyncs); `server_time_ms` shifts the market time only, so
+        that serverTime is that time now (see `exchange_simulator.clock`).
         Returns the server time in ms."""
         body = {"offset_ms": offset_ms} if offset_ms is not None else {}
         if server_time_ms is not None:
