@@ -130,12 +130,8 @@ class RunningPlatform:
             return await response.json()
 
     async def advance(self, candles: int) -> int:
-        """Close ``candles`` candles, then move the simulator's clock to the replay's time
-        (`trading run` keeps them aligned the same way)."""
+        """Close ``candles`` candles (the simulator's clock follows its replay)."""
         answer = await self.sim("POST", "advance", {"candles": candles})
-        now = answer["replay"]["current_open_time"]
-        if now is not None:  # None once the replay has finished
-            await self.sim("POST", "clock", {"server_time_ms": int(now)})
         return int(answer["moved"])
 
     async def probes(self) -> dict[str, ServiceProbe]:

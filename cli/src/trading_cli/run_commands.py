@@ -49,7 +49,6 @@ SIMULATOR = "exchange-simulator"
 COLLECTOR = "data-collector"
 COLLECTOR_READY_SECONDS = 180.0
 """How long the other services wait for the data collector's first healthy answer."""
-CLOCK_ALIGN_EVERY = 0.5
 """Seconds between moves of the simulator's clock to its replay's time."""
 SUMMARY_EVERY = 10.0
 """Seconds between status lines when there is no live view."""
@@ -145,29 +144,6 @@ async def _wait_until_answering(
     raise RuntimeError(f"the exchange simulator did not answer {url} within {wait_seconds:g} s")
 
 
-async def _align_simulator_clock(port: int) -> None:
-    """Set the simulator's server clock to the replay's time (the close of its last candle).
-
-    Its clock is otherwise today's wall clock while it replays candles from the past, and the
-    services compare the two: the data collector publishes only candles that close after the
-    exchange's "now" at its first start, and checks the age of the last candle against it.
-    """
-    state = await _simulator_state(port)
-    if state is None:
-        raise RuntimeError("the exchange simulator did not answer /_sim/state")
-    if state["replay"]["current_open_time"] is None:
-        return  # the replay has finished: its clock stays where it was
-    replay_time = int(state["replay"]["current_open_time"])
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-        session.post(
-            f"http://127.0.0.1:{port}/_sim/clock", json={"server_time_ms": replay_time}
-        ) as response,
-    ):
-        if response.status != 200:
-            raise RuntimeError(f"the simulator refused its clock: {await response.text()}")
-
-
 async def _simulator_state(port: int) -> dict[str, Any] | None:
     try:
         async with (
@@ -237,10 +213,10 @@ class Platform:
         self.sink = sink or console_sink()
         self.supervisor = Supervisor(self.sink)
         self.env: dict[str, str] = {}
-        self._clock_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Resolve the stores, start the simulator (ready, clock aligned), then the services.
+        """Resolve the stores, start the simulator (ready; its clock follows its replay),
+        then the services.
 
         Raises RuntimeError when the simulator does not come up."""
         options = self.options
@@ -255,9 +231,6 @@ class Platform:
                 lambda: process is not None and process.returncode is None,
                 wait_seconds=120,
             )
-            await _align_simulator_clock(options.sim_port)
-            if options.speed != "manual":
-                self._clock_task = asyncio.create_task(self._keep_clock_aligned())
         for spec in options.services:
             child_env = {**self.env, "HEALTH_PORT": str(spec.health_port)}
             argv = [sys.executable, "-m", spec.module]
@@ -282,22 +255,8 @@ class Platform:
                 await asyncio.wait_for(self.supervisor.stopping.wait(), 0.25)
         self.sink(spec.name, "not healthy yet; starting the other services anyway")
 
-    async def _keep_clock_aligned(self) -> None:
-        # The replay runs faster than real time while the simulator's clock runs at real
-        # time; the collector trusts that clock (first-start marker, restart backfill, candle
-        # age), so it is moved along with the replay.
-        while not self.supervisor.stopping.is_set():
-            with contextlib.suppress(RuntimeError, aiohttp.ClientError, TimeoutError, KeyError):
-                await _align_simulator_clock(self.options.sim_port)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.supervisor.stopping.wait(), CLOCK_ALIGN_EVERY)
-
     async def stop(self) -> None:
         """Stop every child, services first (last started first), the simulator last."""
-        if self._clock_task is not None:
-            self._clock_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._clock_task
         await self.supervisor.stop()
 
 
