@@ -180,12 +180,35 @@ async def test_kill_9_of_each_service_mid_replay_loses_and_duplicates_nothing(
     assert sum((p.quantity for p in positions), Decimal(0)) == held
     counts = await db_counts(migrated_database_url)
     assert counts["orders"] == counts["signals"] > 0  # one order per signal, none twice
-    # The same fills, signals and final value as the uninterrupted backtest: no signal lost.
-    # Known to fail today: after a restart the strategy engine warms its strategies up with
-    # only warmup_period stored candles, so an EMA is re-seeded and a crossover can move or
-    # vanish (seen: the 02:34 SELL of the uninterrupted run became an 02:40 one). Reported to
-    # the strategy-engine's owner; the test turns green when the warm-up reproduces the state.
+    # No signal lost or moved: the same signals as the uninterrupted backtest (a restarted
+    # strategy engine replays each instance's feed from its first candle).
+    await assert_same_signals_as_backtest(migrated_database_url, data, moved)
+    # The same fills and final value too, unless the order executor saw later candles before
+    # a signal: after the strategy engine's kill its catch-up sends the signals of the
+    # candles closed meanwhile late, and a dry-run order fills at the open of the next candle
+    # the executor sees (as a live order would fill at the market then), not at the
+    # backtest's next open. Timing-dependent: seen both ways (e.g. the 02:34 SELL filled at
+    # 02:41 instead of 02:35).
     try:
         await assert_matches_backtest(migrated_database_url, data, moved)
     except AssertionError as exc:
-        pytest.xfail(f"signals after a strategy-engine restart differ from the backtest: {exc}")
+        pytest.xfail(f"fills of signals delayed by the strategy engine's restart: {exc}")
+
+
+async def assert_same_signals_as_backtest(database_url: str, data: Path, moved: int) -> None:
+    """Every stored signal is one the backtest filled at the next candle, and vice versa."""
+    first_live = datetime(2023, 3, 17, tzinfo=UTC)
+    expected = backtest(data, first_live, first_live + timedelta(minutes=moved))
+    backtest_fills = sorted(
+        [(t["entry_time"], "BUY") for t in expected["trades"]]
+        + [(t["exit_time"], "SELL") for t in expected["trades"] if t["exit_time"]]
+        + [(p["entry_time"], "BUY") for p in [expected["run"]["open_position"]] if p]
+    )
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT candle_time, side FROM signals"))).all()
+    finally:
+        await engine.dispose()
+    next_open = sorted(((time + timedelta(minutes=1)).isoformat(), side) for time, side in rows)
+    assert next_open == backtest_fills
