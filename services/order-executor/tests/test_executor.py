@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,16 @@ from order_executor.risk_store import RiskStateStore
 from redis.asyncio import Redis
 from shared.bus import EventBus
 from shared.bus_envelope import decode
-from shared.db import create_engine, create_sessionmaker, list_orders, list_trades
+from shared.db import (
+    add_signal,
+    create_engine,
+    create_sessionmaker,
+    get_order,
+    list_orders,
+    list_trades,
+    upsert_candles,
+)
+from shared.exchange import client_order_id_for_signal
 from shared.fill_model import FillModel
 from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
 from shared.models import Candle, Order, OrderStatus, Side, Signal, Trade
@@ -269,3 +279,69 @@ async def test_a_signal_handled_after_later_candles_fills_at_the_open_after_its_
     order = await executor.on_signal(signal(bars[0], Side.BUY, "1", "late"))
     assert (order.status, order.avg_fill_price) == (OrderStatus.FILLED, D(101))
     assert order.updated_at == bars[1].open_time
+
+
+async def test_after_a_restart_late_signals_fill_at_the_open_after_their_candle_from_the_db(
+    sessions, redis, redis_namespace, shared_data: Path
+):
+    """Candles t+1..t+10 were stored (and handled by the executor that died) before a signal
+    of t reaches the restarted executor, or before the restarted one takes up the PENDING
+    order of t: both fill at t+1's open, as in the backtest and the uninterrupted run."""
+    bars = load_candles(shared_data / "BTCUSDT-1m.csv.gz", "BTCUSDT", "1m", limit=600)
+    overrides = ["short_period=5", "long_period=13", "quantity=0.2"]
+    config = BacktestConfig("BTCUSDT", "1m", initial_balance=D(10000))
+    engine = BacktestEngine(load_strategy("ema_crossover", overrides), config)
+    result = engine.run(bars)
+    strategy = load_strategy("ema_crossover", overrides)
+    decisions = [strategy.on_candle(bar) for bar in bars]
+    at = [index for index, decision in enumerate(decisions) if decision is not None]
+    quiet = [i for i, following in pairwise(at) if following - i > 11]
+    assert len(quiet) >= 2
+    late, pending = quiet[0], quiet[1]  # delivered after a restart / PENDING across one
+
+    async def store(*stored: Candle | Signal) -> None:
+        async with sessions.begin() as session:
+            for item in stored:
+                if isinstance(item, Candle):
+                    await upsert_candles(session, [item])
+                else:
+                    await add_signal(session, item)
+
+    executor = make_executor(sessions, redis, redis_namespace)
+    await executor.start()
+    for index, bar in enumerate(bars):
+        await store(bar)  # the collector stores every closed candle before publishing it
+        if pending < index <= pending + 10:  # the executor is down: the candles wait
+            if index == pending + 10:
+                executor = make_executor(sessions, redis, redis_namespace)
+                await executor.start()  # takes up the PENDING order of `pending`
+            continue
+        await executor.on_candle(bar)
+        if index == late + 10:  # the strategy engine's catch-up sends `late` only now
+            executor = make_executor(sessions, redis, redis_namespace)
+            await executor.start()
+            await executor.on_signal(decisions[late])  # type: ignore[arg-type]
+        decision = decisions[index]
+        if decision is not None:
+            await store(decision)
+            if index != late:
+                order = await executor.on_signal(decision)
+                if index == pending:
+                    assert order.status is OrderStatus.PENDING  # t+1 not stored yet
+
+    for index in (late, pending):
+        decision = decisions[index]
+        assert decision is not None
+        async with sessions() as session:
+            order = await get_order(session, client_order_id_for_signal(decision.id))
+        assert order is not None and order.status is OrderStatus.FILLED
+        assert (order.updated_at, order.avg_fill_price) == (
+            bars[index + 1].open_time,
+            bars[index + 1].open,
+        )
+    async with sessions() as session:
+        trades = await list_trades(session)
+    live = [(t.time, t.side, t.quantity, t.price, t.fee) for t in trades]
+    backtest = [(time, f.side, f.quantity, f.price, f.fee) for time, f in engine.simulator.fills]
+    assert live == backtest
+    assert executor.account.equity({"BTCUSDT": bars[-1].close}) == result.final_equity

@@ -13,6 +13,16 @@ account and the risk state see candles and signals in the order they were handle
   reason counted); the order is stored PENDING *before* anything is sent, then filled by the
   paper account (DRY_RUN=true) or sent to the exchange (`LiveBroker`, DRY_RUN=false).
 
+A dry-run order of a signal of candle t fills at the open of candle t+1 of the signal's series
+even when the signal comes late (the executor or the strategy engine restarted, a consumer ran
+ahead): t+1 is looked up in the candles this process has seen and, when they do not hold it,
+in the database (the data collector stores every closed candle before publishing it). Only a
+t+1 that does not exist yet is waited for. So a late fill is the backtest's fill. The risk
+state is not rewound for it: the candles after t+1 already handled were observed (daily loss
+limit, stop loss) without the fill, and it is seen from the next candle on. The BUY check
+itself is the backtest's (t's close, the position and value after the fills before it) as
+long as signals arrive in order, which the signals stream keeps.
+
 Every state change is committed, then published on the ``orders`` stream (the `Order`, and a
 `Trade` per fill), counted in ``orders_total{status,side}`` when final, and sent to Telegram.
 """
@@ -29,11 +39,29 @@ from typing import Protocol
 
 import structlog
 from shared.bus import EventBus
-from shared.db import add_trade, create_order, get_order, list_orders, list_trades, update_order
+from shared.db import (
+    add_trade,
+    candles_between,
+    create_order,
+    get_order,
+    get_signal,
+    list_orders,
+    list_trades,
+    update_order,
+)
 from shared.exchange import client_order_id_for_signal
 from shared.fill_model import Fill, FillModel
 from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
-from shared.models import Candle, Order, OrderStatus, OrderType, Side, Signal, Trade
+from shared.models import (
+    Candle,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    Signal,
+    Trade,
+    interval_delta,
+)
 from shared.notifier import TelegramNotifier
 from shared.paper_account import PaperAccount
 from shared.streams import ORDERS
@@ -50,8 +78,11 @@ STOP_LOSS_REASON = "stop_loss"
 """The ``reason`` label counted in risk_rejections_total when a stop loss sells a position."""
 QUOTE_ASSET = "USDT"
 RECENT_CANDLES = 1024
-"""Candles kept per symbol so that a signal handled after later candles (the candles consumer
-ran ahead) still fills at the open of the candle after its own."""
+"""Candles kept per series: a signal handled after later candles (the candles consumer ran
+ahead) finds the candle after its own here without asking the database."""
+LOOKUP_CANDLES = 1024
+"""How far past a signal's candle the database is searched for the next stored candle (a gap
+in the series longer than this waits for the next live candle instead)."""
 REPUBLISH_ON_START = 20
 
 
@@ -73,10 +104,12 @@ class Broker(Protocol):
 
 @dataclass(slots=True)
 class _Waiting:
-    """A dry-run order waiting for the first candle of its symbol after `after`."""
+    """A dry-run order waiting for the first candle of its series opened after `after`
+    (`interval` None: of any interval of the symbol, for an order whose candle is unknown)."""
 
     order: Order
     after: datetime
+    interval: str | None
 
 
 class OrderExecutor:
@@ -106,7 +139,7 @@ class OrderExecutor:
         self.notifier = notifier
         self.clock = clock
         self.marks: dict[str, Decimal] = {}
-        self._recent: dict[str, deque[Candle]] = {}
+        self._recent: dict[tuple[str, str], deque[Candle]] = {}
         self._waiting: list[_Waiting] = []
         self._lock = asyncio.Lock()
 
@@ -133,8 +166,7 @@ class OrderExecutor:
             self.risk.state = await self.risk_store.load()
         for order in unfinished:
             if self.broker is None:
-                # The signal's candle is unknown here: the next candle of the symbol fills it.
-                self._waiting.append(_Waiting(order, datetime.min.replace(tzinfo=UTC)))
+                await self._resume_on_paper(order)
             else:
                 await self._finish(await self.broker.reconcile(order))
         log.info(
@@ -144,6 +176,24 @@ class OrderExecutor:
             unfinished_orders=len(unfinished),
             cash=str(self.account.cash),
         )
+
+    async def _resume_on_paper(self, order: Order) -> None:
+        """Fill a dry-run order left PENDING at the open after its signal's candle (stored by
+        the strategy engine), or wait for that candle; an order without a stored signal (a
+        stop loss) fills at the next candle of its symbol."""
+        signal = None
+        if order.signal_id is not None:
+            async with self.sessions() as session:
+                signal = await get_signal(session, order.signal_id)
+        if signal is None:
+            self._waiting.append(_Waiting(order, datetime.min.replace(tzinfo=UTC), None))
+            return
+        waiting = _Waiting(order, signal.candle_time, signal.interval)
+        candle = await self._next_candle(waiting)
+        if candle is None:
+            self._waiting.append(waiting)
+        else:
+            await self._fill_on_paper(order, candle)
 
     async def _republish_recent(self, orders: list[Order], trades: list[Trade]) -> None:
         """Publish the latest final orders and their fills again: a crash between committing
@@ -170,7 +220,7 @@ class OrderExecutor:
                     return await self._finish(await self.broker.execute(stored))
                 return stored
             order = self._order_for(signal, client_order_id)
-            return await self._place(order, after=signal.candle_time)
+            return await self._place(order, after=signal.candle_time, interval=signal.interval)
 
     def _order_for(self, signal: Signal, client_order_id: str) -> Order:
         quantity = signal.quantity
@@ -214,7 +264,7 @@ class OrderExecutor:
             updated_at=now,
         )
 
-    async def _place(self, order: Order, *, after: datetime) -> Order:
+    async def _place(self, order: Order, *, after: datetime, interval: str) -> Order:
         """Store the order (PENDING or REJECTED), publish it, then fill or send it."""
         async with self.sessions.begin() as session:
             stored = await create_order(session, order)
@@ -227,19 +277,30 @@ class OrderExecutor:
         await self.bus.publish(ORDERS, stored)
         if self.broker is not None:
             return await self._finish(await self.broker.execute(stored))
-        waiting = _Waiting(stored, after)
-        candle = self._next_candle(stored.symbol, after)
+        waiting = _Waiting(stored, after, interval)
+        candle = await self._next_candle(waiting)
         if candle is None:
             self._waiting.append(waiting)
             return stored
         return await self._fill_on_paper(stored, candle)
 
-    def _next_candle(self, symbol: str, after: datetime) -> Candle | None:
-        """The first candle of `symbol` seen that opened after `after` (a late signal)."""
-        for candle in self._recent.get(symbol, ()):
-            if candle.open_time > after:
-                return candle
-        return None
+    async def _next_candle(self, waiting: _Waiting) -> Candle | None:
+        """The first closed candle of the order's series opened after `waiting.after`, if it
+        exists yet: from the candles seen when they hold the very next one, else from the
+        database, which holds every closed candle (the collector stores before publishing),
+        also those before this process started or before a late signal's candles were seen."""
+        symbol, interval, after = waiting.order.symbol, waiting.interval, waiting.after
+        assert interval is not None
+        step = interval_delta(interval)
+        seen = next(
+            (c for c in self._recent.get((symbol, interval), ()) if c.open_time > after), None
+        )
+        if seen is not None and seen.open_time <= after + step:
+            return seen
+        end = seen.open_time if seen is not None else after + step * (LOOKUP_CANDLES + 1)
+        async with self.sessions() as session:
+            stored = await candles_between(session, symbol, interval, after + step, end)
+        return next((c for c in stored if c.closed), seen)
 
     # --- candles -------------------------------------------------------------------------
 
@@ -248,14 +309,17 @@ class OrderExecutor:
         if not candle.closed:
             return
         async with self._lock:
-            recent = self._recent.setdefault(candle.symbol, deque(maxlen=RECENT_CANDLES))
+            series = (candle.symbol, candle.interval)
+            recent = self._recent.setdefault(series, deque(maxlen=RECENT_CANDLES))
             if recent and candle.open_time <= recent[-1].open_time:
                 return  # redelivered or out of date: already accounted for
             recent.append(candle)
             due = [
                 w
                 for w in self._waiting
-                if w.order.symbol == candle.symbol and candle.open_time > w.after
+                if w.order.symbol == candle.symbol
+                and w.interval in (None, candle.interval)
+                and candle.open_time > w.after
             ]
             for waiting in due:
                 self._waiting.remove(waiting)
@@ -289,7 +353,7 @@ class OrderExecutor:
             updated_at=now,
         )
         log.warning("stop loss triggered", symbol=symbol, quantity=str(held))
-        await self._place(order, after=candle.open_time)
+        await self._place(order, after=candle.open_time, interval=candle.interval)
 
     # --- fills ---------------------------------------------------------------------------
 
