@@ -24,6 +24,8 @@ from shared.strategy import BaseStrategy, Decision, StrategyParams
 
 _BUY: Decision = (Side.BUY, "close returned to VWAP from below its band")
 _SELL: Decision = (Side.SELL, "close returned to VWAP from above its band")
+# the previous close against its own candle's band
+_BELOW, _INSIDE, _ABOVE = "below", "inside", "above"
 
 
 class VwapParams(StrategyParams):
@@ -48,27 +50,27 @@ class VwapStrategy(BaseStrategy):
         self._vwap = SessionVwap()
         self._low_factor = 1.0 - p.deviation_threshold
         self._high_factor = 1.0 + p.deviation_threshold
-        self._was_below = False
-        self._was_above = False
+        self._side_of_band = _INSIDE  # where the previous close was against its band
 
     def _step(self, candle: Candle) -> Decision | None:
-        close = float(candle.close)
-        typical = (float(candle.high) + float(candle.low) + close) / 3.0
+        close_exact = candle.close
+        close = float(close_exact)
+        # The three prices are summed as Decimals (exact) and converted to float once: one
+        # Decimal → float conversion costs about six Decimal additions, on the hot path.
+        typical = float(candle.high + candle.low + close_exact) / 3.0
         vwap_ind = self._vwap
         vwap = vwap_ind.update(candle.open_time, typical, float(candle.volume))
-        was_below = self._was_below
-        was_above = self._was_above
+        previous = self._side_of_band
         if vwap is None:
-            self._was_below = self._was_above = False
+            self._side_of_band = _INSIDE
             return None
         lower = vwap * self._low_factor
         upper = vwap * self._high_factor
-        self._was_below = close < lower
-        self._was_above = close > upper
-        if vwap_ind.session_candles == 1:
+        self._side_of_band = _BELOW if close < lower else _ABOVE if close > upper else _INSIDE
+        if previous is _INSIDE or vwap_ind.session_candles == 1:
             return None
-        if was_below and close >= lower:
+        if previous is _BELOW and close >= lower:
             return _BUY
-        if was_above and close <= upper:
+        if previous is _ABOVE and close <= upper:
             return _SELL
         return None
