@@ -14,8 +14,9 @@ both sides see the same machine load:
   `XADD … MAXLEN ~` of the JSON envelope of a Candle) from this process, while a `Consumer`
   in a second process (as a service is) reads with XREADGROUP COUNT N, validates every
   envelope back into a `Candle`, calls a handler and XACKs each batch. One publishing and
-  one consuming connection. Rate = events / (first publish → last acknowledgement); the
-  bench checks that nothing is left pending or undelivered.
+  one consuming connection. Rate = events / (first publish → last acknowledgement, as
+  XPENDING on another connection sees it; not → the consumer's return, which waits out its
+  last blocking read); the bench checks that nothing is left pending or undelivered.
 - bus, unbatched: the same with `EventBus.publish`, one event per round trip.
 - redis-benchmark XADD of the same envelope bytes (`XADD <stream> MAXLEN ~ 100000 *
   envelope <json>`): at `-c 1 -P N` (the bus publisher's connection count and depth), at
@@ -166,10 +167,17 @@ def consume_in_child(
         cpu_before = time.process_time()
         ready.set()
         await all_received.wait()
-        consumer.stop()
-        await running  # returns after acknowledging the last batch
+        # The end is the last XACK taking effect, seen on a second connection: the consumer
+        # sends it with its next read, which then blocks (up to its block_ms, 1 s) on the
+        # empty stream, so waiting for run() to return would time that idle block too.
+        watcher = Redis(host=host, port=port)
+        while (await watcher.xpending(bus.key("candles"), "bench"))["pending"]:
+            pass
         finished = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
         cpu = time.process_time() - cpu_before
+        consumer.stop()
+        await running
+        await watcher.aclose()
         await redis.aclose()
         return finished, cpu
 
