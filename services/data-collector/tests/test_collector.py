@@ -167,6 +167,28 @@ async def test_candles_of_two_symbols_are_stored_and_published_once(
         assert counted == received[symbol] + HISTORY + 3
 
 
+async def test_a_live_candle_after_a_hole_in_what_was_published_brings_the_hole_along(
+    start, sim, redis, redis_namespace, sessions
+):
+    """The live path publishes a candle straight away only when it directly follows the
+    last one published; otherwise what is stored in between is read back and published
+    first, in order. Here one candle was stored (say by a concurrent backfill) but never
+    published when the next one arrives."""
+    started = await start()
+    collector = started.collector
+    await sim.control.advance(1)
+    first = await published(redis, redis_namespace, 2)
+    symbol = SYMBOLS[0]
+    hole, live = SERIES[symbol][SIM_HISTORY + 1 : SIM_HISTORY + 3]
+    await started.stop()  # the rest is driven by hand
+    assert await collector.storage.store([hole]) == 1
+    await collector.on_candle(live)
+    events = await published(redis, redis_namespace, 4)
+    assert [key(c) for c in events[len(first) :]] == [key(hole), key(live)]
+    await collector.on_candle(live)  # redelivered by the WebSocket: not published again
+    assert await redis.xlen(redis_namespace + CANDLES) == 4
+
+
 async def test_a_dropped_websocket_is_backfilled_over_rest_none_missing_none_twice(
     start, sim, redis, redis_namespace, sessions
 ):

@@ -76,6 +76,10 @@ class DataCollector:
         self.ready = asyncio.Event()
         """Set once the first backfill is stored and published."""
         self._lock = asyncio.Lock()
+        self._published_to: dict[Series, int] = {}
+        """The publish marker (open time, ms) this process last wrote per series: while a
+        new candle follows it directly, it is published without reading the marker and the
+        stored candles back (the live path, one candle a minute per series)."""
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -109,9 +113,15 @@ class DataCollector:
         series = (candle.symbol, candle.interval)
         CANDLES_RECEIVED_TOTAL.labels(*series).inc()
         async with self._lock:
-            await self.storage.store([candle])
+            stored = await self.storage.store([candle])
             self._seen(candle)
-            await self.publish_new(series)
+            step = _ms_step(interval_delta(candle.interval))
+            if stored and self._published_to.get(series) == _ms(candle.open_time) - step:
+                # Stored just now, and the next after the last one published: exactly what
+                # publish_new would read back from the database and publish.
+                await self._publish_batch(series, [candle])
+            else:
+                await self.publish_new(series)
 
     async def on_reconnect(self, event: Reconnect) -> None:
         """The WebSocket is back: fill what closed while it was down."""
@@ -168,16 +178,23 @@ class DataCollector:
         else:
             start = ms_to_datetime(int(raw)) + timedelta(milliseconds=1)
         pending = await self.storage.since(symbol, interval, start)
-        stream_key = self.bus.key(CANDLES)
+        if not pending and raw is not None:
+            self._published_to[series] = int(raw)
         for offset in range(0, len(pending), PUBLISH_BATCH):
-            batch = pending[offset : offset + PUBLISH_BATCH]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for candle in batch:
-                    pipe.xadd(stream_key, encode(candle), maxlen=self.bus.maxlen, approximate=True)  # type: ignore[arg-type]
-                pipe.set(key, _ms(batch[-1].open_time))
-                await pipe.execute()
-            BUS_PUBLISHED_TOTAL.labels(CANDLES).inc(len(batch))
+            await self._publish_batch(series, pending[offset : offset + PUBLISH_BATCH])
         return len(pending)
+
+    async def _publish_batch(self, series: Series, batch: Sequence[Candle]) -> None:
+        """XADD the candles and move the series' marker past them, atomically (MULTI)."""
+        stream_key = self.bus.key(CANDLES)
+        marker = _ms(batch[-1].open_time)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for candle in batch:
+                pipe.xadd(stream_key, encode(candle), maxlen=self.bus.maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.set(self._marker_key(series), marker)
+            await pipe.execute()
+        self._published_to[series] = marker
+        BUS_PUBLISHED_TOTAL.labels(CANDLES).inc(len(batch))
 
     def _marker_key(self, series: Series) -> str:
         symbol, interval = series

@@ -106,7 +106,10 @@ async def upsert_candles(session: AsyncSession, candles: Iterable[Candle]) -> in
         return 0
     if len(records) <= COPY_THRESHOLD:
         rows = [dict(zip(CANDLE_COLUMNS, record, strict=True)) for record in records]
-        statement = pg_insert(CANDLES).values(rows).on_conflict_do_nothing(index_elements=_KEY)
+        # One row (a live candle) as a single-row VALUES: SQLAlchemy caches its compiled
+        # form, while a multi-row VALUES list is compiled anew on every call (~0.7 ms).
+        values = rows[0] if len(rows) == 1 else rows
+        statement = pg_insert(CANDLES).values(values).on_conflict_do_nothing(index_elements=_KEY)
         return (await connection.execute(statement)).rowcount
     return await upsert_candle_rows(session, _csv(records), len(records))
 
