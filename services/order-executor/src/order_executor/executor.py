@@ -211,16 +211,24 @@ class OrderExecutor:
         """Make (at most) one order for `signal`; returns it as stored."""
         async with self._lock:
             client_order_id = client_order_id_for_signal(signal.id)
-            async with self.sessions() as session:
+            order: Order | None = None
+            # One transaction (one round trip fewer on the way to the exchange): the order of
+            # a redelivered signal if there is one, else the new order, recorded before it is
+            # sent.
+            async with self.sessions.begin() as session:
                 stored = await get_order(session, client_order_id)
-            if stored is not None:
+                if stored is None:
+                    order = self._order_for(signal, client_order_id)
+                    stored = await create_order(session, order)
+            if order is None:
                 # Redelivered: nothing new. A live order left unfinished (the exchange was
                 # unreachable) is taken up again; the broker looks it up before sending.
                 if self.broker is not None and not stored.status.is_final:
                     return await self._finish(await self.broker.execute(stored))
                 return stored
-            order = self._order_for(signal, client_order_id)
-            return await self._place(order, after=signal.candle_time, interval=signal.interval)
+            return await self._placed(
+                order, stored, after=signal.candle_time, interval=signal.interval
+            )
 
     def _order_for(self, signal: Signal, client_order_id: str) -> Order:
         quantity = signal.quantity
@@ -268,6 +276,12 @@ class OrderExecutor:
         """Store the order (PENDING or REJECTED), publish it, then fill or send it."""
         async with self.sessions.begin() as session:
             stored = await create_order(session, order)
+        return await self._placed(order, stored, after=after, interval=interval)
+
+    async def _placed(
+        self, order: Order, stored: Order, *, after: datetime, interval: str
+    ) -> Order:
+        """`order` was just recorded as `stored`: publish it, then fill or send it."""
         if stored != order:  # another instance made it first: theirs stands
             return stored
         await self._save_risk_state()
