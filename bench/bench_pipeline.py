@@ -1,25 +1,35 @@
-"""Live pipeline latency: candle close on the simulator → first order event, through the four
+"""Live pipeline latency: candle close on the simulator → its order event, through the four
 service processes on loopback (issue 7).
 
     DATABASE_URL=... REDIS_URL=... uv run --frozen python bench/bench_pipeline.py [ROWS]
 
-The simulator replays a slice of ../shared/data/BTCUSDT-1m.csv.gz at manual speed; the bench
-closes one candle at a time and takes, for each candle whose signal became an order, the time
-from just before the close (client wall clock) to the orders-stream entry (its Redis id is the
-XADD time in ms, same machine clock). Throughput: all remaining candles closed at once, timed
-until every stream is drained. Needs DATABASE_URL and REDIS_URL (a scratch database).
+The simulator replays a slice of ../shared/data/BTCUSDT-1m.csv.gz at manual speed (ROWS
+candles after 105 of history; default 1000); the strategy engine runs ema_crossover and macd
+on it, the executor in dry run. The bench closes the first half of the candles one at a
+time and, for each candle one of whose signals became an order, takes the time from just
+before the close (client wall clock) to that order's first event on the orders stream (the
+PENDING record, published once the order is stored: the point where a live executor sends
+it), split into hops by the Redis ids of the candle, signal and order entries (each the XADD
+time in ms, on the same machine clock). Throughput: the second half closed at once, timed
+until every candle is stored and every stream drained. Needs DATABASE_URL and REDIS_URL (a
+scratch database).
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
+import os
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from shared.bus_envelope import decode
 from shared.db import create_engine, upgrade_to_head
 from sqlalchemy import text
 
@@ -28,10 +38,27 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.platform_harness import running_platform, write_slice  # noqa: E402
 
+EXTRA_STRATEGIES = ("macd",)  # with ema_crossover: a signal on about one candle in ten
+
+
+def _entry_ms(entry_id: str) -> int:
+    """A stream entry id's time: the XADD's server clock in ms (same machine as the bench)."""
+    return int(entry_id.split("-")[0])
+
+
+async def _new_entries(redis: Any, key: str, after: str) -> list[tuple[str, Any]]:
+    return list(await redis.xrange(key, f"({after}", "+"))
+
+
+def _event(fields: Any) -> Any:
+    return decode(fields).event
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
 
 async def main(rows: int) -> None:
-    import os
-
     database_url, redis_url = os.environ["DATABASE_URL"], os.environ["REDIS_URL"]
     await asyncio.to_thread(upgrade_to_head, database_url)
     namespace = f"bench:{uuid.uuid4().hex[:8]}:"
@@ -47,8 +74,9 @@ async def main(rows: int) -> None:
             namespace=namespace,
             history=history,
             env={"LOG_LEVEL": "WARNING", "TELEGRAM_ENABLED": "false"},
+            extra_strategies=EXTRA_STRATEGIES,
         ) as platform:
-            orders_key = namespace + "orders"
+            redis = platform.redis
             engine = create_engine(database_url)
 
             async def stored(count: int) -> bool:
@@ -57,35 +85,78 @@ async def main(rows: int) -> None:
                     return int(found.scalar_one()) >= count
 
             closed = history
-            latencies: list[float] = []
-            last_id = "0-0"
+            samples: list[tuple[float, float, float, float]] = []
+            last = {stream: "0-0" for stream in ("candles", "signals", "orders")}
             stepped = rows // 2
-            for _ in range(stepped):
+            for _ in track(range(stepped), description="closing candles one at a time"):
                 started_ms = time.time() * 1000
                 closed += await platform.advance(1)
                 await platform.wait_until(lambda count=closed: stored(count), "stored")
                 await platform.wait_until(platform.drained, "drained")
-                entries = await platform.redis.xrange(orders_key, f"({last_id}", "+")
-                if entries:
-                    last_id = entries[-1][0]
-                    first_ms = int(entries[0][0].split("-")[0])
-                    latencies.append(first_ms - started_ms)
+                new = {}
+                for stream in last:
+                    new[stream] = await _new_entries(redis, namespace + stream, last[stream])
+                    if new[stream]:
+                        last[stream] = new[stream][-1][0]
+                signals = {_event(fields).id: entry for entry, fields in new["signals"]}
+                # The first order event of a signal of this candle: its PENDING record (in dry
+                # run the fill follows at the next candle's open, so later order events of
+                # earlier signals are not samples of this candle's latency).
+                order = next(
+                    (
+                        (entry, event)
+                        for entry, fields in new["orders"]
+                        if getattr(event := _event(fields), "signal_id", None) in signals
+                    ),
+                    None,
+                )
+                if order is None or not new["candles"]:
+                    continue
+                candle_ms = _entry_ms(new["candles"][0][0])
+                signal_ms = _entry_ms(signals[order[1].signal_id])
+                order_ms = _entry_ms(order[0])
+                samples.append(
+                    (
+                        order_ms - started_ms,
+                        candle_ms - started_ms,
+                        signal_ms - candle_ms,
+                        order_ms - signal_ms,
+                    )
+                )
             began = time.perf_counter()
             moved = await platform.advance(rows - stepped)
             await platform.wait_until(lambda: stored(closed + moved), "stored", within=600)
             await platform.wait_until(platform.drained, "drained", within=600)
             elapsed = time.perf_counter() - began
             await engine.dispose()
-    latencies.sort()
-    if latencies:
-        p50 = statistics.median(latencies)
-        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        print(f"candle close -> order event: n={len(latencies)} p50={p50:.1f} ms p99={p99:.1f} ms")
-    print(
+    report(samples, moved, elapsed)
+
+
+def report(samples: list[tuple[float, float, float, float]], moved: int, elapsed: float) -> None:
+    table = Table(title=f"candle close → order event, {len(samples)} candles with a signal")
+    for column in ("measure", "p50 ms", "p90 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    names = (
+        "close → order event (total)",
+        "· close → candle on the bus (simulator + collector)",
+        "· candle → signal on the bus (strategy engine)",
+        "· signal → order event on the bus (order executor)",
+    )
+    for index, name in enumerate(names):
+        values = sorted(sample[index] for sample in samples)
+        if values:
+            table.add_row(
+                name,
+                *(f"{_percentile(values, f):.1f}" for f in (0.5, 0.9, 0.99)),
+                f"{values[-1]:.1f}",
+            )
+    console = Console()
+    console.print(table)
+    console.print(
         f"throughput: {moved} candles through all four services in {elapsed:.2f} s "
-        f"= {moved / elapsed:.0f} candles/s"
+        f"= {moved / elapsed:.0f} candles/s; load average {os.getloadavg()}"
     )
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 400))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
