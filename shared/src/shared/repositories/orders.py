@@ -41,10 +41,14 @@ async def create_order(session: AsyncSession, order: Order) -> Order:
         pg_insert(ORDERS)
         .values(to_values(order))
         .on_conflict_do_nothing(index_elements=[ORDERS.c.client_order_id])
+        .returning(ORDERS)
     )
-    await session.execute(statement)
+    # RETURNING gives the new row; nothing comes back when the id was stored already.
+    row = (await session.execute(statement)).mappings().one_or_none()
+    if row is not None:
+        return to_model(Order, row)
     stored = await get_order(session, order.client_order_id)
-    assert stored is not None  # inserted above, or already there
+    assert stored is not None  # not inserted: it was there already
     return stored
 
 
