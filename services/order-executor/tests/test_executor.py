@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from itertools import pairwise
 from pathlib import Path
 
@@ -153,6 +153,39 @@ async def test_a_restarted_executor_rebuilds_cash_and_fills_the_waiting_order(
     assert [o.status for o in orders] == [OrderStatus.FILLED, OrderStatus.FILLED]
     assert restarted.account.position("BTCUSDT") == 0
     assert restarted.account.cash == D(10000) - D("100.1") + D(110) - D("0.11")
+
+
+async def test_a_restarted_executor_prices_every_held_position_before_its_next_candle(
+    sessions, redis, redis_namespace
+):
+    """Portfolio value (for the max position size) counts every position at once after a
+    restart, at the close of its last stored candle, not at 0 until its next candle."""
+    limits = RiskLimits(max_position_size=D("0.5"))
+    executor = make_executor(sessions, redis, redis_namespace, limits, cash="1000")
+    await executor.start()
+    btc, eth = candle(0, "10", "10"), candle(0, "20", "20", symbol="ETHUSDT")
+    for bar in (btc, eth):
+        await executor.on_candle(bar)
+    await executor.on_signal(signal(btc, Side.BUY, "10", "btc"))
+    await executor.on_signal(signal(eth, Side.BUY, "10", "eth"))
+    btc1, eth1 = candle(1, "10", "12", symbol="BTCUSDT"), candle(1, "20", "30", symbol="ETHUSDT")
+    async with sessions.begin() as session:
+        await upsert_candles(session, [btc, eth, btc1, eth1])
+    for bar in (btc1, eth1):
+        await executor.on_candle(bar)  # both bought at the open of candle 1
+    assert executor.account.position("ETHUSDT") == 10
+
+    restarted = make_executor(sessions, redis, redis_namespace, limits, cash="1000")
+    await restarted.start()
+    assert restarted.marks == {"BTCUSDT": D(12), "ETHUSDT": D(30)}
+    # cash 1000 - 100.1 - 200.2 = 699.7; value 699.7 + 10 × 12 + 10 × 30 = 1119.7; BTC may
+    # reach half of it (559.85 at 12: 46.654…), it holds 10, so a BUY of 100 becomes 36.654…
+    btc2 = candle(2, "12", "12")
+    await restarted.on_candle(btc2)
+    order = await restarted.on_signal(signal(btc2, Side.BUY, "100", "more-btc"))
+    value = D("699.7") + 10 * D(12) + 10 * D(30)  # with ETH at 0 it would be 819.7
+    allowed = (value * D("0.5") / D(12) - 10).quantize(D("1e-8"), rounding=ROUND_DOWN)
+    assert order.quantity == allowed == D("36.65416666")
 
 
 def rejections(reason: str) -> float:

@@ -47,6 +47,7 @@ from shared.repositories.candles import (
     candles_between,
     find_gaps,
     latest_candle,
+    latest_closes,
     recent_candles,
     upsert_candles,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "get_signal",
     "head_revision",
     "latest_candle",
+    "latest_closes",
     "latest_snapshot",
     "list_orders",
     "list_positions",

@@ -45,6 +45,7 @@ from shared.db import (
     create_order,
     get_order,
     get_signal,
+    latest_closes,
     list_orders,
     list_trades,
     update_order,
@@ -162,6 +163,11 @@ class OrderExecutor:
         self.account = PaperAccount.replay(
             self.initial_cash, self.fill_model, (self._quote_fee(t) for t in trades)
         )
+        # Every position held is priced from the start (portfolio value for the risk rules),
+        # not only once its symbol's next candle arrives.
+        held = [symbol for symbol, quantity in self.account.quantities.items() if quantity]
+        async with self.sessions() as session:
+            self.marks.update(await latest_closes(session, held))
         if self.risk_store is not None:
             self.risk.state = await self.risk_store.load()
         for order in unfinished:

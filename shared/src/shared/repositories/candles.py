@@ -10,6 +10,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -274,6 +275,22 @@ async def latest_candle(session: AsyncSession, symbol: str, interval: str) -> Ca
     """The most recent candle of a series, or None when none is stored."""
     latest = await recent_candles(session, symbol, interval, 1)
     return latest[0] if latest else None
+
+
+async def latest_closes(session: AsyncSession, symbols: Iterable[str]) -> dict[str, Decimal]:
+    """Per symbol, the close of its stored candle that closed last, whatever its interval
+    (symbols without a stored candle are left out). One index lookup per symbol and interval.
+    """
+    found: dict[str, tuple[datetime, Decimal]] = {}
+    for symbol in sorted(set(symbols)):
+        for interval, step in INTERVALS.items():
+            candle = await latest_candle(session, symbol, interval)
+            if candle is None:
+                continue
+            closes = candle.open_time + step
+            if symbol not in found or closes > found[symbol][0]:
+                found[symbol] = (closes, candle.close)
+    return {symbol: close for symbol, (_, close) in found.items()}
 
 
 def _missing_before_each_candle(where: ColumnElement[bool] | None = None) -> Any:
