@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from order_executor.risk import RiskLimits, RiskManager
 from shared.fill_model import BINANCE_SPOT_TAKER_FEE, FillModel
+from shared.gc_pause import no_cyclic_gc
 from shared.models import Candle, Side, interval_delta
 from shared.strategy import BaseStrategy
 
@@ -117,52 +118,56 @@ class BacktestEngine:
         on_candle = strategy.on_candle
         append = curve.append
         total = len(candles)
-        for chunk_start in range(0, total, PROGRESS_EVERY):
-            for candle in candles[chunk_start : chunk_start + PROGRESS_EVERY]:
-                if pending:
-                    time, price = candle.open_time, candle.open
-                    for side, quantity in pending:
-                        if side is Side.BUY:
-                            sim.buy(time, quantity, price)
-                        else:
-                            sim.sell(time, quantity, price)
-                    pending.clear()
-                    cash, held = sim.cash, sim.position_quantity
-                close = candle.close
-                equity = cash + held * close if held else cash
-                append((candle.open_time, equity))
-                stopping = False
-                if risk_on:
-                    risk.observe_portfolio_value(candle.close_time, equity)
-                    if (
-                        stop_loss_on
-                        and held
-                        and risk.stop_loss_triggered(
-                            position_quantity=held,
-                            avg_entry_price=sim.avg_entry_price,
-                            price=close,
-                        )
-                    ):
-                        pending.append((Side.SELL, held))
-                        stop_losses += 1
-                        stopping = True
-                signal = on_candle(candle)
-                if signal is not None:
-                    signals += 1
-                    quantity = signal.quantity
-                    if signal.side is Side.BUY and risk_on:
-                        quantity = risk.check_order(
-                            Side.BUY,
-                            quantity,
-                            close,
-                            position_quantity=held,
-                            portfolio_value=equity,
-                        ).quantity
-                    # The stop loss already sells everything held at the next open.
-                    if quantity > 0 and not (stopping and signal.side is Side.SELL):
-                        pending.append((signal.side, quantity))
-            if progress is not None:
-                progress(min(chunk_start + PROGRESS_EVERY, total))
+        # The loop makes a few short-lived objects a candle and no reference cycles; the
+        # cycle collector those allocations set off would walk every candle model (~8 %).
+        # A plugin strategy that did make cycles would only hold them until the run ends.
+        with no_cyclic_gc():
+            for chunk_start in range(0, total, PROGRESS_EVERY):
+                for candle in candles[chunk_start : chunk_start + PROGRESS_EVERY]:
+                    if pending:
+                        time, price = candle.open_time, candle.open
+                        for side, quantity in pending:
+                            if side is Side.BUY:
+                                sim.buy(time, quantity, price)
+                            else:
+                                sim.sell(time, quantity, price)
+                        pending.clear()
+                        cash, held = sim.cash, sim.position_quantity
+                    close = candle.close
+                    equity = cash + held * close if held else cash
+                    append((candle.open_time, equity))
+                    stopping = False
+                    if risk_on:
+                        risk.observe_portfolio_value(candle.close_time, equity)
+                        if (
+                            stop_loss_on
+                            and held
+                            and risk.stop_loss_triggered(
+                                position_quantity=held,
+                                avg_entry_price=sim.avg_entry_price,
+                                price=close,
+                            )
+                        ):
+                            pending.append((Side.SELL, held))
+                            stop_losses += 1
+                            stopping = True
+                    signal = on_candle(candle)
+                    if signal is not None:
+                        signals += 1
+                        quantity = signal.quantity
+                        if signal.side is Side.BUY and risk_on:
+                            quantity = risk.check_order(
+                                Side.BUY,
+                                quantity,
+                                close,
+                                position_quantity=held,
+                                portfolio_value=equity,
+                            ).quantity
+                        # The stop loss already sells everything held at the next open.
+                        if quantity > 0 and not (stopping and signal.side is Side.SELL):
+                            pending.append((signal.side, quantity))
+                if progress is not None:
+                    progress(min(chunk_start + PROGRESS_EVERY, total))
 
         last = candles[-1]
         step = interval_delta(self.config.interval)

@@ -9,9 +9,7 @@ text, so the verdict is exact while the common case stays vectorised.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -25,6 +23,7 @@ import pyarrow.compute as pc
 
 from shared.candle_io.errors import CandleFileError
 from shared.candle_io.readers import REQUIRED_COLUMNS, RawBatch
+from shared.gc_pause import no_cyclic_gc
 from shared.models import Candle, interval_delta
 
 IntArray = npt.NDArray[np.int64]
@@ -124,7 +123,7 @@ class CandleBatch:
             strict=True,
         )
         build, exact = _trusted_candle, Decimal
-        with _no_cyclic_gc():
+        with no_cyclic_gc():
             result = [
                 build(
                     {
@@ -146,23 +145,6 @@ class CandleBatch:
         first = result[0].__dict__
         result[0] = Candle.model_validate({k: first[k] for k in _FIELDS_SET})
         return result
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cycle collector while many acyclic objects are made.
-
-    Each few hundred new models would otherwise start a collection that walks every model
-    made so far: a quarter of the building time on 100,000 candles. Nothing built here
-    forms a cycle, so nothing is left for the collector to find afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # As if built by `Candle(...)` from a file's row: `closed` keeps its default.
