@@ -21,7 +21,7 @@ from shared.metrics import PORTFOLIO_VALUE, UNREALIZED_PNL
 from shared.models import Candle, Order, OrderStatus, Side, Trade
 from shared.notifier import TelegramNotifier
 from shared.repositories.orders import OrderNotFoundError
-from shared.repositories.portfolio import snapshots_between
+from shared.repositories.portfolio import latest_snapshot, snapshots_between
 from shared.testing.telegram_standin import TelegramStandIn
 
 D = Decimal
@@ -200,6 +200,36 @@ async def test_snapshots_at_each_interval_and_midnight_with_one_daily_summary(
         await restarted.on_candle(candle(minute, str(100 + minute)))
     async with database.sessions() as session:
         assert len(await snapshots_between(session)) == len(expected_times)
+
+
+async def test_a_fill_booked_after_the_snapshot_it_belongs_to_is_put_into_that_snapshot(
+    database: Database,
+) -> None:
+    """A fill at a candle's open reaches this service on the orders stream, usually after the
+    candle itself (whose close took the snapshot): the snapshot is taken again with it, so
+    the latest snapshot is the value as of its time, as the backtest reports it."""
+    pm = manager(database)  # a snapshot every 5 minutes
+    await pm.start()
+    for minute in range(5):  # candles 0..4; the close of 4 (minute 5) takes a snapshot
+        await pm.on_candle(candle(minute, "100"))
+    placed, fill = order(4, Side.BUY, "1", "100", "0.1")  # filled at the open of candle 4
+    await executor_stores(database, placed, fill)
+    await pm.on_order_event(fill)
+    async with database.sessions() as session:
+        latest = await latest_snapshot(session)
+        every = await snapshots_between(session)
+    assert latest is not None and latest.time == T0 + timedelta(minutes=5)
+    assert latest.positions_value == D(100)
+    assert latest.total_value == D(10000) - D("0.1")
+    assert [s.time for s in every] == [latest.time, latest.time]  # the first one is kept
+
+    # Once a later candle has marked the portfolio, the late fill waits for the next one.
+    await pm.on_candle(candle(5, "110"))
+    late_placed, late_fill = order(3, Side.BUY, "1", "100", "0")
+    await executor_stores(database, late_placed, late_fill)
+    await pm.on_order_event(late_fill)
+    async with database.sessions() as session:
+        assert len(await snapshots_between(session)) == 2
 
 
 async def test_trade_of_an_unknown_order_raises_and_books_nothing(database: Database) -> None:

@@ -75,6 +75,9 @@ class PortfolioManager:
         self.notifier = notifier
         self.portfolio = Portfolio(initial_cash)
         self.clock: datetime | None = None
+        self.snapshot_time: datetime | None = None
+        """The time of the last snapshot taken (or found at start)."""
+        self._last_trade_time: datetime | None = None
         self.day_start_value = initial_cash
         self._lock = asyncio.Lock()
         self._stale = False
@@ -89,7 +92,7 @@ class PortfolioManager:
                 await upsert_position(session, book.position())
             latest = await latest_snapshot(session)
             if latest is not None:
-                self.clock = latest.time
+                self.clock = self.snapshot_time = latest.time
                 midnight = floor_time(latest.time, DAY)
                 at_midnight = await snapshots_between(session, midnight, midnight + _MOMENT)
                 if at_midnight:
@@ -113,6 +116,7 @@ class PortfolioManager:
         portfolio = Portfolio(self.initial_cash)
         for trade in await list_trades(session):
             portfolio.apply(trade)
+            self._note_trade_time(trade)
         for position in await list_positions(session):
             if position.last_price is not None:
                 portfolio.mark(position.symbol, position.last_price, position.updated_at)
@@ -134,6 +138,7 @@ class PortfolioManager:
     async def book(self, trades: Sequence[Trade]) -> int:
         """Book each trade not booked yet, storing it with its position; returns how many."""
         booked = 0
+        late = False
         async with self._lock:
             await self._refresh()
             for trade in trades:
@@ -154,6 +159,8 @@ class PortfolioManager:
                     await self._refresh()
                     raise
                 booked += 1
+                self._note_trade_time(trade)
+                late = late or self._missed_by_last_snapshot(trade)
                 log.info(
                     "trade booked",
                     trade_id=trade.trade_id,
@@ -164,7 +171,32 @@ class PortfolioManager:
                 )
             if booked:
                 self._set_gauges()
+            if late:
+                await self._retake_last_snapshot()
         return booked
+
+    def _note_trade_time(self, trade: Trade) -> None:
+        if self._last_trade_time is None or trade.time > self._last_trade_time:
+            self._last_trade_time = trade.time
+
+    def _missed_by_last_snapshot(self, trade: Trade) -> bool:
+        """Whether the last snapshot should have held `trade`: a fill reaches this service
+        on the orders stream, often just after the candle whose close took the snapshot
+        (the fill is at that candle's open), and after a restart possibly much later."""
+        return self.snapshot_time is not None and trade.time < self.snapshot_time
+
+    async def _retake_last_snapshot(self) -> None:
+        """Store the last snapshot again with the late trades in it (a newer row for the same
+        time: `latest_snapshot` returns it), if the portfolio is still as of that time: no
+        candle marked after it and no trade after it. Otherwise the next snapshot has them."""
+        at = self.snapshot_time
+        assert at is not None
+        if self.clock != at or (self._last_trade_time is not None and self._last_trade_time > at):
+            return
+        snapshot = self.portfolio.snapshot(at)
+        async with self.sessions.begin() as session:
+            await add_snapshot(session, snapshot)
+        log.info("portfolio snapshot retaken", time=at.isoformat(), value=str(snapshot.total_value))
 
     # -- the candles stream -----------------------------------------------------------------
 
@@ -196,6 +228,7 @@ class PortfolioManager:
         async with self.sessions.begin() as session:
             for snapshot in snapshots:
                 await add_snapshot(session, snapshot)
+        self.snapshot_time = times[-1]
         log.info(
             "portfolio snapshot", time=times[-1].isoformat(), value=str(snapshots[-1].total_value)
         )
