@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field, model_validator
-from shared.indicators import Ema
+from shared.indicators import EmaSpread
 from shared.models import Candle, Side
 from shared.strategy import BaseStrategy, Decision, StrategyParams
 
@@ -51,17 +51,13 @@ class EmaCrossoverStrategy(BaseStrategy):
     def _reset_state(self) -> None:
         p = self.params
         assert isinstance(p, EmaCrossoverParams)
-        self._short = Ema(p.short_period)
-        self._long = Ema(p.long_period)
+        self._spread = EmaSpread(p.short_period, p.long_period)
         self._prev: float | None = None
 
     def _step(self, candle: Candle) -> Decision | None:
-        price = float(candle.close)
-        short = self._short.update(price)
-        long = self._long.update(price)
-        if short is None or long is None:
+        diff = self._spread.update(float(candle.close))
+        if diff is None:
             return None
-        diff = short - long
         prev = self._prev
         self._prev = diff
         if prev is None:

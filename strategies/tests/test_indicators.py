@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import talib
 from numpy.lib.stride_tricks import sliding_window_view
-from shared.indicators import BollingerBands, Ema, Macd, Rsi, SessionVwap, VolumeProfile
+from shared.indicators import BollingerBands, Ema, EmaSpread, Macd, Rsi, SessionVwap, VolumeProfile
 
 from shared import indicators
 from strategies.tests.helpers import read_ohlcv
@@ -40,6 +40,19 @@ def _assert_same(ours: np.ndarray, ta: np.ndarray, rtol: float, atol: float = 0.
 @pytest.mark.parametrize("period", [2, 9, 21, 50])
 def test_ema_equals_talib(closes: np.ndarray, period: int) -> None:
     _assert_same(_run(Ema(period).update, closes), talib.EMA(closes, period), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("short", "long"), [(9, 21), (1, 2), (12, 26)])
+def test_ema_spread_is_exactly_the_difference_of_two_emas(
+    closes: np.ndarray, short: int, long: int
+) -> None:
+    # The same floats as two `Ema`s (the strategies' signals depend on the sign of it).
+    spread, short_ema, long_ema = EmaSpread(short, long), Ema(short), Ema(long)
+    for x in closes.tolist():
+        s, lo = short_ema.update(x), long_ema.update(x)
+        expected = None if s is None or lo is None else s - lo
+        assert spread.update(x) == expected
+        assert (spread.short, spread.long) == ((s, lo) if expected is not None else (None, None))
 
 
 @pytest.mark.parametrize(("fast", "slow", "signal"), [(12, 26, 9), (5, 35, 5), (3, 4, 2)])

@@ -16,6 +16,7 @@ import pytest
 from backtester.metrics import (
     compute_metrics,
     daily_returns,
+    day_end_equity,
     max_drawdown,
     max_drawdown_duration,
     sharpe_ratio,
@@ -218,3 +219,24 @@ def test_one_pass_drawdowns_equal_the_naive_definition(values: list[int]) -> Non
             longest = max(longest, regained - peak_time)
     assert max_drawdown(initial, curve) == float(worst)
     assert max_drawdown_duration(initial, curve) == longest
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=60 * 24 * 3), st.integers(1, 500)),
+        min_size=1,
+        max_size=80,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_day_end_equity_is_each_utc_days_last_point(steps: list[tuple[int, int]]) -> None:
+    # Points minutes to days apart (days without a candle included), each day's last one kept.
+    curve = []
+    moment = T0 - timedelta(minutes=1)
+    for minutes, value in steps:
+        moment += timedelta(minutes=minutes)
+        curve.append((moment, D(value)))
+    last_of_day: dict[object, Decimal] = {}
+    for moment, equity in curve:
+        last_of_day[moment.date()] = equity
+    assert day_end_equity(curve) == list(last_of_day.items())

@@ -49,6 +49,50 @@ class Ema:
         return self.value
 
 
+class EmaSpread:
+    """EMA(short) − EMA(long) of the same inputs, each exactly `Ema` (TA-Lib's EMA).
+
+    Defined from the input on which both EMAs are; `short` and `long` hold their values.
+    Once both are seeded their values live in plain float fields and one `update` steps both
+    (one call a candle instead of two, as `Macd` does; the EMA step is `Ema.update`'s own
+    expression, so the values are the same floats).
+    """
+
+    __slots__ = ("_k_long", "_k_short", "_long", "_short", "long", "short", "value")
+
+    def __init__(self, short: int, long: int) -> None:
+        self._short = Ema(short)
+        self._long = Ema(long)
+        self._k_short = self._short.alpha
+        self._k_long = self._long.alpha
+        self.short: float | None = None
+        self.long: float | None = None
+        self.value: float | None = None
+
+    def update(self, x: float) -> float | None:
+        short = self.short
+        long = self.long
+        if short is None or long is None:
+            return self._seed(x)
+        short = (x - short) * self._k_short + short
+        long = (x - long) * self._k_long + long
+        self.short = short
+        self.long = long
+        value = short - long
+        self.value = value
+        return value
+
+    def _seed(self, x: float) -> float | None:
+        short = self._short.update(x)
+        long = self._long.update(x)
+        if short is None or long is None:
+            return None
+        self.short = short
+        self.long = long
+        self.value = short - long
+        return self.value
+
+
 class Macd:
     """MACD seeded as TA-Lib's: both EMAs start on input slow − 1.
 

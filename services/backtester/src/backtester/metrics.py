@@ -27,6 +27,7 @@ trades; averages over no trades are 0.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -100,23 +101,22 @@ def safe_ratio(numerator: float, denominator: float) -> float:
 def day_end_equity(curve: Sequence[EquityPoint]) -> list[tuple[date, Decimal]]:
     """The equity after the last candle of each UTC day, in order.
 
-    One pass comparing each time with the next midnight: per-candle date arithmetic or
-    `strftime` used to cost more than the whole simulation step.
+    The curve is in time order, so each day's last point is found by bisecting for the next
+    midnight: O(days × log candles) time comparisons instead of one a candle (a per-candle
+    pass cost about a twentieth of the whole backtest of 1m candles).
     """
     ends: list[tuple[date, Decimal]] = []
-    if not curve:
-        return ends
-    day = curve[0][0].date()
-    next_midnight = datetime.combine(day + ONE_DAY, time.min, tzinfo=UTC)
-    last_equity = curve[0][1]
-    for moment, equity in curve:
-        if moment >= next_midnight:
-            ends.append((day, last_equity))
-            day = moment.date()
-            next_midnight = datetime.combine(day + ONE_DAY, time.min, tzinfo=UTC)
-        last_equity = equity
-    ends.append((day, last_equity))
+    start, count = 0, len(curve)
+    while start < count:
+        day = curve[start][0].date()
+        next_midnight = datetime.combine(day + ONE_DAY, time.min, tzinfo=UTC)
+        start = bisect_left(curve, next_midnight, lo=start, key=_point_time)
+        ends.append((day, curve[start - 1][1]))
     return ends
+
+
+def _point_time(point: EquityPoint) -> datetime:
+    return point[0]
 
 
 def chained_returns(
