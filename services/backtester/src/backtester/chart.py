@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from backtester.metrics import EquityPoint
+from backtester.equity import EquityPoint, equity_values
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -15,7 +15,7 @@ def drawdown_series(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> l
     """(peak − equity) / peak after each candle, as in `metrics.max_drawdown`."""
     peak = initial_balance
     out = []
-    for _, equity in curve:
+    for equity in equity_values(curve):
         peak = max(peak, equity)
         out.append(float((peak - equity) / peak) if peak > 0 else 0.0)
     return out

@@ -18,7 +18,8 @@ from shared.gc_pause import no_cyclic_gc
 from shared.models import Candle, Side, interval_delta
 from shared.strategy import BaseStrategy
 
-from backtester.metrics import DetailedMetrics, EquityPoint, compute_metrics
+from backtester.equity import EquityCurve
+from backtester.metrics import DetailedMetrics, compute_metrics
 from backtester.simulator import OpenPosition, Simulator, TradeRecord
 
 DEFAULT_INITIAL_BALANCE = Decimal(10000)
@@ -64,7 +65,7 @@ class BacktestResult:
     final_equity: Decimal
     fees_paid: Decimal
     metrics: DetailedMetrics
-    equity_curve: list[EquityPoint]
+    equity_curve: EquityCurve
     open_position: OpenPosition | None
     counts: ExecutionCounts
 
@@ -109,14 +110,14 @@ class BacktestEngine:
         limits = self.config.risk
         risk_on = limits != RiskLimits.disabled()
         stop_loss_on = limits.stop_loss_pct > 0
-        curve: list[EquityPoint] = []
+        equities: list[Decimal] = []  # after each candle's close (see EquityCurve)
         pending: list[tuple[Side, Decimal]] = []
         signals = stop_losses = 0
         # Hot loop: the account is read into locals and refreshed only after a fill, and
         # progress is reported between chunks rather than tested on every candle.
         cash, held = sim.cash, sim.position_quantity
         on_candle = strategy.on_candle
-        append = curve.append
+        append = equities.append
         total = len(candles)
         # The loop makes a few short-lived objects a candle and no reference cycles; the
         # cycle collector those allocations set off would walk every candle model (~8 %).
@@ -133,9 +134,10 @@ class BacktestEngine:
                                 sim.sell(time, quantity, price)
                         pending.clear()
                         cash, held = sim.cash, sim.position_quantity
-                    close = candle.close
-                    equity = cash + held * close if held else cash
-                    append((candle.open_time, equity))
+                    # (a pydantic attribute read costs about as much as a Decimal add: the
+                    # close is read where it is needed)
+                    equity = cash + held * candle.close if held else cash
+                    append(equity)
                     stopping = False
                     if risk_on:
                         risk.observe_portfolio_value(candle.close_time, equity)
@@ -145,7 +147,7 @@ class BacktestEngine:
                             and risk.stop_loss_triggered(
                                 position_quantity=held,
                                 avg_entry_price=sim.avg_entry_price,
-                                price=close,
+                                price=candle.close,
                             )
                         ):
                             pending.append((Side.SELL, held))
@@ -159,7 +161,7 @@ class BacktestEngine:
                             quantity = risk.check_order(
                                 Side.BUY,
                                 quantity,
-                                close,
+                                candle.close,
                                 position_quantity=held,
                                 portfolio_value=equity,
                             ).quantity
@@ -172,6 +174,7 @@ class BacktestEngine:
         last = candles[-1]
         step = interval_delta(self.config.interval)
         span: timedelta = last.open_time + step - candles[0].open_time
+        curve = EquityCurve(candles, equities)
         metrics = compute_metrics(sim.trades, curve, self.config.initial_balance, span)
         return BacktestResult(
             config=self.config,
@@ -181,7 +184,7 @@ class BacktestEngine:
             end=last.open_time + step,
             candles=len(candles),
             warmup_candles=len(warmup),
-            final_equity=curve[-1][1],
+            final_equity=equities[-1],
             fees_paid=sim.fees_paid,
             metrics=metrics,
             equity_curve=curve,

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from backtester.equity import EquityPoint, equity_values, point_time
 from backtester.simulator import TradeRecord
 
 DAYS_PER_YEAR = 365
 ONE_DAY = timedelta(days=1)
 ZERO = Decimal(0)
 
-EquityPoint = tuple[datetime, Decimal]
 
 DEFINITIONS = (
     "equity = cash + position × close after each candle; daily returns from each UTC day's "
@@ -197,25 +197,26 @@ def drawdowns(initial_balance: Decimal, curve: Sequence[EquityPoint]) -> tuple[f
     if not curve:
         return 0.0, timedelta(0)
     peak = trough = initial_balance
-    peak_time = curve[0][0]
+    peak_index = 0
     worst = ZERO
     longest = timedelta(0)
     below = False
-    for moment, equity in curve:
+    # Over the equities alone: a time is looked up only where a drawdown ends.
+    for index, equity in enumerate(equity_values(curve)):
         if equity >= peak:
             if below:
                 worst = max(worst, (peak - trough) / peak)
-                longest = max(longest, moment - peak_time)
+                longest = max(longest, point_time(curve, index) - point_time(curve, peak_index))
                 below = False
             peak = trough = equity
-            peak_time = moment
+            peak_index = index
         else:
             below = True
             if equity < trough:
                 trough = equity
     if below:
         worst = max(worst, (peak - trough) / peak)
-        longest = max(longest, curve[-1][0] - peak_time)
+        longest = max(longest, point_time(curve, len(curve) - 1) - point_time(curve, peak_index))
     return float(worst), longest
 
 

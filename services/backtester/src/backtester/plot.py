@@ -38,7 +38,7 @@ def _polyline(values: list[float], top: float, height: float, low: float, high: 
 
 def svg_chart(result: BacktestResult) -> str:
     """An SVG with the equity curve above and the drawdown below."""
-    equity = downsample([float(e) for _, e in result.equity_curve], MAX_POINTS)
+    equity = downsample([float(e) for e in result.equity_curve.equities], MAX_POINTS)
     drawdown = downsample(
         drawdown_series(result.config.initial_balance, result.equity_curve),
         MAX_POINTS,
@@ -48,7 +48,7 @@ def svg_chart(result: BacktestResult) -> str:
     worst = max(drawdown) or 1.0
     dd_top = MARGIN + EQUITY_HEIGHT + MARGIN
     total_height = dd_top + DRAWDOWN_HEIGHT + MARGIN
-    first, last = result.equity_curve[0][0], result.equity_curve[-1][0]
+    first, last = result.equity_curve.time(0), result.equity_curve.time(-1)
     dd_points = _polyline([-d for d in drawdown], dd_top, DRAWDOWN_HEIGHT, -worst, 0.0)
     right = SVG_WIDTH - MARGIN
     return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" \
@@ -89,7 +89,7 @@ def render_pixels(result: BacktestResult) -> np.ndarray:
     width, height = SVG_WIDTH, MARGIN + EQUITY_HEIGHT + MARGIN + DRAWDOWN_HEIGHT + MARGIN
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     plot_width = width - 2 * MARGIN
-    equity = downsample([float(e) for _, e in result.equity_curve], plot_width)
+    equity = downsample([float(e) for e in result.equity_curve.equities], plot_width)
     drawdown = downsample(
         drawdown_series(result.config.initial_balance, result.equity_curve),
         plot_width,

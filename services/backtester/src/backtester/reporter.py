@@ -170,11 +170,12 @@ def best_and_worst(trades: Sequence[TradeRecord]) -> tuple[list[TradeRecord], li
 def chart_panel(result: BacktestResult, width: int) -> Panel:
     """Equity (top) and drawdown (below, hanging down) as block charts."""
     width = max(width - 4, 10)
-    equity = [float(e) for _, e in result.equity_curve]
+    equity = [float(e) for e in result.equity_curve.equities]
     drawdown = drawdown_series(result.config.initial_balance, result.equity_curve)
     eq_rows = block_chart(downsample(equity, width), CHART_HEIGHT)
     dd_rows = block_chart(downsample(drawdown, width, worst=True), CHART_HEIGHT // 2, invert=True)
-    times = [t for t, _ in result.equity_curve]
+    curve = result.equity_curve
+    times = [curve.time(0), curve.time(-1)] if len(curve) else []
     lines: list[RenderableType] = [
         Text(f"equity {min(equity):,.2f} … {max(equity):,.2f} USDT", style="bold"),
         *(Text(row, style="cyan") for row in eq_rows),
