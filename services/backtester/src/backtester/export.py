@@ -21,7 +21,7 @@ from backtester.engine import BacktestResult
 from backtester.metrics import DetailedMetrics
 from backtester.simulator import OpenPosition, TradeRecord
 
-TRADE_COLUMNS = tuple(f.name for f in fields(TradeRecord))
+TRADE_COLUMNS = TradeRecord._fields
 
 
 def package_version() -> str:

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from shared.fill_model import Fill, FillModel
 from shared.models import Side
@@ -20,12 +21,13 @@ from shared.models import Side
 ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
-class TradeRecord:
+class TradeRecord(NamedTuple):
     """One closed round trip (or the part of one that a SELL closed), the spec's fields.
 
     `pnl` is net of both fees (the entry fee pro rata to the quantity closed, and the exit fee
     pro rata to the part of the SELL); `pnl_pct` is `pnl` over the entry notional.
+    A NamedTuple, as `Fill`: as immutable as a frozen dataclass and several times cheaper to
+    make (a frozen dataclass sets each of the ten fields through `object.__setattr__`).
     """
 
     entry_time: datetime
