@@ -240,3 +240,24 @@ def test_day_end_equity_is_each_utc_days_last_point(steps: list[tuple[int, int]]
     for moment, equity in curve:
         last_of_day[moment.date()] = equity
     assert day_end_equity(curve) == list(last_of_day.items())
+
+
+@given(
+    st.sampled_from([1, 15, 60, 240, 24 * 60, 3 * 24 * 60]),
+    st.integers(min_value=0, max_value=24 * 60 - 1),
+    st.lists(st.booleans(), min_size=1, max_size=400),
+)
+@settings(max_examples=150, deadline=None)
+def test_day_end_equity_on_regular_candles_with_gaps(
+    minutes: int, offset: int, kept: list[bool]
+) -> None:
+    # Candles every `minutes` from a start within the day, some missing: the index of the
+    # next midnight is guessed from the spacing and must still be exact across the gaps.
+    start = T0 + timedelta(minutes=offset)
+    curve = [
+        (start + i * timedelta(minutes=minutes), D(i + 1)) for i, keep in enumerate(kept) if keep
+    ] or [(start, D(1))]
+    last_of_day: dict[object, Decimal] = {}
+    for moment, equity in curve:
+        last_of_day[moment.date()] = equity
+    assert day_end_equity(curve) == list(last_of_day.items())

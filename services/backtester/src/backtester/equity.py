@@ -10,17 +10,18 @@ every point.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
-from operator import attrgetter
-from typing import overload
+from operator import attrgetter, itemgetter
+from typing import Any, overload
 
 from shared.models import Candle
 
 EquityPoint = tuple[datetime, Decimal]
 
 _open_time = attrgetter("open_time")
+_first = itemgetter(0)
 
 
 class EquityCurve(Sequence[EquityPoint]):
@@ -80,3 +81,15 @@ def point_time(curve: Sequence[EquityPoint], index: int) -> datetime:
     if isinstance(curve, EquityCurve):
         return curve.time(index)
     return curve[index][0]
+
+
+def searchable_times(
+    curve: Sequence[EquityPoint],
+) -> tuple[Sequence[Any], Callable[[Any], datetime]]:
+    """A sequence parallel to the curve and a key giving each item's time, for `bisect`.
+
+    For an `EquityCurve`, its candles and their open time: bisection then makes no points.
+    """
+    if isinstance(curve, EquityCurve):
+        return curve._candles, _open_time
+    return curve, _first

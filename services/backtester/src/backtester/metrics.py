@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
-from backtester.equity import EquityPoint, equity_values, point_time
+from backtester.equity import EquityPoint, equity_values, point_time, searchable_times
 from backtester.simulator import TradeRecord
 
 DAYS_PER_YEAR = 365
@@ -101,22 +102,55 @@ def safe_ratio(numerator: float, denominator: float) -> float:
 def day_end_equity(curve: Sequence[EquityPoint]) -> list[tuple[date, Decimal]]:
     """The equity after the last candle of each UTC day, in order.
 
-    The curve is in time order, so each day's last point is found by bisecting for the next
-    midnight: O(days × log candles) time comparisons instead of one a candle (a per-candle
-    pass cost about a twentieth of the whole backtest of 1m candles).
+    The curve is in time order, so each day's last point is found by searching for the next
+    midnight: a few time comparisons a day instead of one a candle (a per-candle pass cost
+    about a twentieth of a whole backtest of 1m candles).
     """
     ends: list[tuple[date, Decimal]] = []
-    start, count = 0, len(curve)
+    times, time_of = searchable_times(curve)
+    count = len(curve)
+    if not count:
+        return ends
+    # Each probe of a point reads a candle that is cold in memory by now (~1 µs), so the
+    # next midnight's index is first guessed from the spacing of the first two points (exact
+    # for a run without gaps: two probes a day), else galloped to and bisected.
+    step = time_of(times[1]) - time_of(times[0]) if count > 1 else None
+    start, start_time = 0, time_of(times[0])
     while start < count:
-        day = curve[start][0].date()
+        day = start_time.date()
         next_midnight = datetime.combine(day + ONE_DAY, time.min, tzinfo=UTC)
-        start = bisect_left(curve, next_midnight, lo=start, key=_point_time)
-        ends.append((day, curve[start - 1][1]))
+        end = _next_at_or_after(times, time_of, next_midnight, start, start_time, step)
+        ends.append((day, curve[end - 1][1]))
+        start = end
+        if start < count:
+            start_time = time_of(times[start])
     return ends
 
 
-def _point_time(point: EquityPoint) -> datetime:
-    return point[0]
+def _next_at_or_after(
+    times: Sequence[Any],
+    time_of: Callable[[Any], datetime],
+    moment: datetime,
+    start: int,
+    start_time: datetime,
+    step: timedelta | None,
+) -> int:
+    """The index of the first item at or after `moment`, the items from `start` on sorted."""
+    count = len(times)
+    if step:
+        guess = start + -((start_time - moment) // step)  # ceil((moment − start) / step)
+        if (
+            start < guess <= count
+            and time_of(times[guess - 1]) < moment
+            and (guess == count or time_of(times[guess]) >= moment)
+        ):
+            return guess
+    low, stride = start, 1
+    high = start + stride
+    while high < count and time_of(times[high]) < moment:
+        low, stride = high, stride * 2
+        high = start + stride
+    return bisect_left(times, moment, low, min(high, count), key=time_of)
 
 
 def chained_returns(
