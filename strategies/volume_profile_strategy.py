@@ -60,7 +60,9 @@ class VolumeProfileStrategy(BaseStrategy):
         profile = self._profile
         decision: Decision | None = None
         if profile.full:
-            area = profile.value_area()
+            # None too when the value area strictly contains the candle's range (VAL < low,
+            # high < VAH): neither rule can fire then, and most of the walk is skipped.
+            area = profile.value_area_unless_inside(low, high)
             if area is not None:
                 val, vah, _ = area
                 buy = low <= val < close

@@ -238,3 +238,36 @@ def test_volume_profile_stays_exact_beyond_float_integers() -> None:
     low_bin = units[0] + units[1] + units[2]
     assert low_bin > 2**53 and float(low_bin) != low_bin  # a float64 sum would round it
     assert profile.histogram() == [low_bin, units[3]]
+
+
+def test_volume_profile_value_area_unless_inside_on_real_candles() -> None:
+    """None exactly when VAL < low and high < VAH, else `value_area()` itself, for ranges
+    inside, across and on the edges of the value area (the walk may stop early)."""
+    data = read_ohlcv("BTCUSDT-1m.csv.gz")
+    rows = 3000
+    high, low, close, volume = (a[:rows] for a in (data.high, data.low, data.close, data.volume))
+    typical = ((high + low + close) / 3.0).tolist()
+    profile = VolumeProfile(100, 50, 0.7)
+    early = 0
+    for i in range(rows):
+        if profile.full:
+            area = profile.value_area()
+            assert area is not None
+            val, vah, _ = area
+            mid = (val + vah) / 2
+            ranges = [
+                (float(low[i]), float(high[i])),  # the candle's own, as the strategy asks
+                (val, vah),  # exactly on both edges: not strictly inside
+                (np.nextafter(val, np.inf), np.nextafter(vah, -np.inf)),  # just inside
+                (mid, mid),
+                (val - 1.0, mid),  # across VAL
+                (mid, vah + 1.0),  # across VAH
+                (profile.lo - 1.0, profile.hi + 1.0),  # beyond the whole window
+            ]
+            for range_low, range_high in ranges:
+                inside = val < range_low and range_high < vah
+                got = profile.value_area_unless_inside(range_low, range_high)
+                assert got == (None if inside else area), (i, range_low, range_high)
+                early += inside
+        profile.push(float(high[i]), float(low[i]), typical[i], float(volume[i]))
+    assert early > rows  # the early answer was exercised (most mid points are inside)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from datetime import UTC, datetime, timedelta
-from math import sqrt
+from math import inf, sqrt
 
 import numpy as np
 
@@ -349,6 +349,7 @@ class VolumeProfile:
         "_highs",
         "_hist",
         "_lows",
+        "_poc",
         "_ring_typical",
         "_ring_units",
         "_scale",
@@ -381,6 +382,7 @@ class VolumeProfile:
         self._ring_typical = np.zeros(lookback)
         self._ring_units = np.zeros(lookback)
         self._valid = False  # whether _hist is the histogram of the current window and range
+        self._poc = -1  # the POC's index in _hist while _valid, or -1: to be found again
         self._scale = 0.0
         self._total = 0
         self._count = 0
@@ -435,10 +437,19 @@ class VolumeProfile:
         n = self.num_bins
         scale = self._scale
         k = int((typical - lo) * scale)
-        hist[(k if k < n else n - 1) + 1] += units
+        added = (k if k < n else n - 1) + 1
+        hist[added] += units
+        # The POC follows a bin that grew past it (the lower bin on a tie); only a shrinking
+        # POC has to be searched for again (amortised: ~1 candle in 10 on 1m BTCUSDT).
+        poc = self._poc
+        if poc >= 0 and (hist[added] > hist[poc] or (hist[added] == hist[poc] and added < poc)):
+            self._poc = added
         if evicted is not None:
             k = int((evicted[0] - lo) * scale)
-            hist[(k if k < n else n - 1) + 1] -= evicted[1]
+            removed = (k if k < n else n - 1) + 1
+            hist[removed] -= evicted[1]
+            if removed == self._poc:
+                self._poc = -1
 
     def _rebuild(self) -> list[int]:
         n = self.num_bins
@@ -454,6 +465,7 @@ class VolumeProfile:
                 hist[(k if k < n else n - 1) + 1] += units
         self._hist = hist
         self._valid = True
+        self._poc = -1
         return hist
 
     def _rebuild_vectorised(self, lo: float, scale: float) -> list[int] | None:
@@ -483,29 +495,62 @@ class VolumeProfile:
 
     def value_area(self) -> tuple[float, float, int] | None:
         """(VAL, VAH, POC bin index) of the window; None without volume or price range."""
+        return self.value_area_unless_inside(-inf, inf)
+
+    def value_area_unless_inside(self, low: float, high: float) -> tuple[float, float, int] | None:
+        """`value_area()`, or None as soon as the value area is sure to reach strictly below
+        `low` and strictly above `high` (VAL < low and high < VAH).
+
+        The value area only grows while it is built, so once both hold they hold for the
+        final one, and the rest of the walk is skipped: a candle well inside the value area
+        (most candles) costs a few steps instead of the whole walk. Otherwise the result is
+        exactly `value_area()`'s.
+        """
         total = self._total
         if total <= 0 or self.hi <= self.lo or not self._window:
             return None
         hist = self._hist if self._valid else self._rebuild()
-        poc = hist.index(max(hist))
+        poc = self._poc
+        if poc < 0:
+            poc = self._poc = hist.index(max(hist))
+        n = self.num_bins
+        lo = self.lo
+        hi = self.hi
+        width = (hi - lo) / n
+        # A cheap test in bin indices first (hist bins are 1..n): the value area surely
+        # reaches below `low` once its first bin is a bin under the one `low` falls in, and
+        # above `high` once its last bin is past the one above `high`'s; the edges are then
+        # compared exactly before giving up, so float rounding can only delay the exit.
+        scale = self._scale
+        x_low = (low - lo) * scale
+        x_high = (high - lo) * scale
+        below_low = int(x_low) if x_low >= 1.0 else 0
+        above_high = int(x_high) + 2 if x_high < n - 1 else n + 1
         target = self.value_area_pct * total
         if target > total:  # float rounding must not ask for more than there is
             target = total
         acc = hist[poc]
-        low = high = poc
-        below = hist[low - 1]
-        above = hist[high + 1]
+        first = last = poc
+        below = hist[first - 1]
+        above = hist[last + 1]
         while acc < target:
+            if (
+                first <= below_low
+                and last >= above_high
+                and lo + (first - 1) * width < low
+                and (hi if last == n else lo + last * width) > high
+            ):
+                return None  # VAL and VAH only move outwards from here
             if above > below:
                 acc += above
-                high += 1
-                above = hist[high + 1]
+                last += 1
+                above = hist[last + 1]
             else:
                 acc += below
-                low -= 1
-                below = hist[low - 1]
-        n = self.num_bins
-        lo = self.lo
-        width = (self.hi - lo) / n
-        vah = self.hi if high == n else lo + high * width
-        return lo + (low - 1) * width, vah, poc - 1
+                first -= 1
+                below = hist[first - 1]
+        val = lo + (first - 1) * width
+        vah = hi if last == n else lo + last * width
+        if val < low and high < vah:
+            return None
+        return val, vah, poc - 1
