@@ -271,3 +271,22 @@ def test_volume_profile_value_area_unless_inside_on_real_candles() -> None:
                 early += inside
         profile.push(float(high[i]), float(low[i]), typical[i], float(volume[i]))
     assert early > rows  # the early answer was exercised (most mid points are inside)
+
+
+def test_volume_profile_takes_a_typical_price_outside_the_candles_range_as_the_loop_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A malformed candle (close outside low..high) puts its typical price outside the window's
+    range: the vectorised rebuild must give the loop's histogram, not fail or differ."""
+    candles = [(101.0, 99.0, 100.0, 1.0), (102.0, 100.0, 101.0, 2.0), (103.0, 101.0, 102.0, 3.0)]
+    for malformed in ((101.0, 100.0, 90.0, 4.0), (101.0, 100.0, 120.0, 5.0)):
+        profiles = VolumeProfile(4, 5, 0.7), VolumeProfile(4, 5, 0.7)
+        for profile in profiles:
+            for high, low, close, volume in (*candles, malformed):
+                profile.push(high, low, (high + low + close) / 3.0, volume)
+        vectorised, plain = profiles
+        with monkeypatch.context() as patch:
+            patch.setattr(indicators, "_EXACT_FLOAT_INT", 0)  # always the loop
+            expected = plain.histogram(), plain.value_area()
+        assert (vectorised.histogram(), vectorised.value_area()) == expected
+        assert sum(expected[0] or []) == sum(round(c[3] * 1e8) for c in (*candles, malformed))
