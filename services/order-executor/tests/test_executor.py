@@ -378,3 +378,33 @@ async def test_after_a_restart_late_signals_fill_at_the_open_after_their_candle_
     backtest = [(time, f.side, f.quantity, f.price, f.fee) for time, f in engine.simulator.fills]
     assert live == backtest
     assert executor.account.equity({"BTCUSDT": bars[-1].close}) == result.final_equity
+
+
+async def test_a_waiting_order_fills_before_a_later_signal_that_overtook_its_candle(
+    sessions, redis, redis_namespace
+):
+    """The executor reads candles and signals from two streams: with a burst of candles, a
+    later signal can arrive before the candle that fills an earlier waiting order has been
+    handled. That order's candle is stored (the collector stores before publishing), so it
+    fills first, as in the backtest: a SELL right after a waiting BUY sells what it bought."""
+    executor = make_executor(sessions, redis, redis_namespace)
+    await executor.start()
+    bars = [candle(i, str(100 + i), str(100 + i)) for i in range(6)]
+    async with sessions.begin() as session:
+        await upsert_candles(session, bars[:1])
+    await executor.on_candle(bars[0])
+    buy = await executor.on_signal(signal(bars[0], Side.BUY, "1", "sig-buy"))
+    assert buy.status is OrderStatus.PENDING  # bars[1] does not exist yet
+    async with sessions.begin() as session:
+        await upsert_candles(session, bars[1:])  # stored and published; not yet handled here
+    sell = await executor.on_signal(signal(bars[4], Side.SELL, "1", "sig-sell"))
+    assert sell.status is OrderStatus.FILLED
+    for bar in bars[1:]:
+        await executor.on_candle(bar)  # the candle stream catches up: nothing fills twice
+    async with sessions() as session:
+        trades = await list_trades(session)
+    assert [(t.side, t.price, t.time) for t in trades] == [
+        (Side.BUY, D(101), bars[1].open_time),
+        (Side.SELL, D(105), bars[5].open_time),
+    ]
+    assert executor.account.position("BTCUSDT") == 0

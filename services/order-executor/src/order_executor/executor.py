@@ -17,7 +17,9 @@ A dry-run order of a signal of candle t fills at the open of candle t+1 of the s
 even when the signal comes late (the executor or the strategy engine restarted, a consumer ran
 ahead): t+1 is looked up in the candles this process has seen and, when they do not hold it,
 in the database (the data collector stores every closed candle before publishing it). Only a
-t+1 that does not exist yet is waited for. So a late fill is the backtest's fill. The risk
+t+1 that does not exist yet is waited for, and a waiting order whose t+1 has been stored is
+filled before the next signal is handled, even when the candles stream has not delivered t+1
+here yet. So a late fill is the backtest's fill. The risk
 state is not rewound for it: the candles after t+1 already handled were observed (daily loss
 limit, stop loss) without the fill, and it is seen from the next candle on. The BUY check
 itself is the backtest's (t's close, the position and value after the fills before it) as
@@ -216,6 +218,7 @@ class OrderExecutor:
     async def on_signal(self, signal: Signal) -> Order:
         """Make (at most) one order for `signal`; returns it as stored."""
         async with self._lock:
+            await self._fill_overtaken()
             client_order_id = client_order_id_for_signal(signal.id)
             order: Order | None = None
             # One transaction (one round trip fewer on the way to the exchange): the order of
@@ -303,6 +306,21 @@ class OrderExecutor:
             self._waiting.append(waiting)
             return stored
         return await self._fill_on_paper(stored, candle)
+
+    async def _fill_overtaken(self) -> None:
+        """Fill the waiting dry-run orders whose next candle is stored but not yet handled.
+
+        Candles and signals come on two streams: in a burst of candles, a signal of a later
+        candle can overtake the candle that fills an earlier waiting order. Filled first, in
+        signal order, the earlier order is where the backtest has it (a SELL behind a waiting
+        BUY then sells what the BUY bought, instead of finding nothing held).
+        """
+        for waiting in list(self._waiting):
+            candle = await self._next_candle(waiting)
+            if candle is None:
+                continue  # its candle is still to come (and those after it in its series)
+            self._waiting.remove(waiting)
+            await self._fill_on_paper(waiting.order, candle)
 
     async def _next_candle(self, waiting: _Waiting) -> Candle | None:
         """The first closed candle of the order's series opened after `waiting.after`, if it
