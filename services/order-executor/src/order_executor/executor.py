@@ -40,6 +40,7 @@ from typing import Protocol
 import structlog
 from shared.bus import EventBus
 from shared.db import (
+    Writer,
     add_trade,
     candles_between,
     create_order,
@@ -66,7 +67,7 @@ from shared.models import (
 from shared.notifier import TelegramNotifier
 from shared.paper_account import PaperAccount
 from shared.streams import ORDERS
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from order_executor.risk import RiskManager
 from order_executor.risk_store import RiskStateStore
@@ -128,8 +129,10 @@ class OrderExecutor:
         risk_store: RiskStateStore | None = None,
         notifier: TelegramNotifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        writer: Writer | None = None,
     ) -> None:
         self.sessions = sessions
+        self.writer = writer or Writer.for_sessions(sessions)
         self.bus = bus
         self.risk = risk
         self.fill_model = fill_model
@@ -218,14 +221,21 @@ class OrderExecutor:
         async with self._lock:
             client_order_id = client_order_id_for_signal(signal.id)
             order: Order | None = None
-            # One transaction (one round trip fewer on the way to the exchange): the order of
-            # a redelivered signal if there is one, else the new order, recorded before it is
-            # sent.
-            async with self.sessions.begin() as session:
-                stored = await get_order(session, client_order_id)
+
+            async def record(connection: AsyncConnection) -> Order:
+                # The order of a redelivered signal if there is one, else the new order,
+                # recorded (committed) before it is sent. Two autocommit statements, each
+                # right on its own (the insert is keyed by the client order id), in two round
+                # trips instead of a session transaction's seven; run again after a dead
+                # connection, it finds `order` stored and goes on with it.
+                nonlocal order
+                stored = await get_order(connection, client_order_id)
                 if stored is None:
-                    order = self._order_for(signal, client_order_id)
-                    stored = await create_order(session, order)
+                    order = order or self._order_for(signal, client_order_id)
+                    stored = await create_order(connection, order)
+                return stored
+
+            stored = await self.writer.statement(record)
             if order is None:
                 # Redelivered: nothing new. A live order left unfinished (the exchange was
                 # unreachable) is taken up again; the broker looks it up before sending.
@@ -280,8 +290,7 @@ class OrderExecutor:
 
     async def _place(self, order: Order, *, after: datetime, interval: str) -> Order:
         """Store the order (PENDING or REJECTED), publish it, then fill or send it."""
-        async with self.sessions.begin() as session:
-            stored = await create_order(session, order)
+        stored = await self.writer.statement(lambda connection: create_order(connection, order))
         return await self._placed(order, stored, after=after, interval=interval)
 
     async def _placed(
@@ -421,10 +430,16 @@ class OrderExecutor:
     async def _finish(self, outcome: Outcome, *, booked: bool = False) -> Order:
         """Commit the order's new state and its fills, book them, publish and report."""
         order = outcome.order
-        async with self.sessions.begin() as session:
-            before = await get_order(session, order.client_order_id)
-            stored = await update_order(session, order)
-            new_trades = [t for t in outcome.trades if await add_trade(session, t)]
+
+        async def record(connection: AsyncConnection) -> tuple[Order | None, Order, list[Trade]]:
+            before = await get_order(connection, order.client_order_id)
+            stored = await update_order(connection, order)
+            new_trades = [t for t in outcome.trades if await add_trade(connection, t)]
+            return before, stored, new_trades
+
+        # One transaction on the writer (no session, no pre-ping): a dry-run fill runs on the
+        # candle after its signal, holding the lock the next signal waits for.
+        before, stored, new_trades = await self.writer.transaction(record)
         if not booked:  # live fills: the account follows the exchange
             for trade in new_trades:
                 fee = self._quote_fee(trade).fee

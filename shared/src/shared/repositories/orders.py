@@ -16,7 +16,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Order, OrderStatus, Trade
-from shared.repositories._convert import ORDERS, TRADES, require_aware, to_model, to_values
+from shared.repositories._convert import (
+    ORDERS,
+    TRADES,
+    Connectable,
+    require_aware,
+    to_model,
+    to_values,
+)
 
 
 class OrderNotFoundError(LookupError):
@@ -30,7 +37,7 @@ class OrderNotFoundError(LookupError):
         self.client_order_id = client_order_id
 
 
-async def create_order(session: AsyncSession, order: Order) -> Order:
+async def create_order(session: Connectable, order: Order) -> Order:
     """Store a new order and return it; if its client order id is stored, return that one.
 
     The stored order wins: a second create with the same client order id changes nothing,
@@ -52,14 +59,14 @@ async def create_order(session: AsyncSession, order: Order) -> Order:
     return stored
 
 
-async def get_order(session: AsyncSession, client_order_id: str) -> Order | None:
+async def get_order(session: Connectable, client_order_id: str) -> Order | None:
     """The order stored under this client order id, or None."""
     statement = select(ORDERS).where(ORDERS.c.client_order_id == client_order_id)
     row = (await session.execute(statement)).mappings().one_or_none()
     return None if row is None else to_model(Order, row)
 
 
-async def update_order(session: AsyncSession, order: Order) -> Order:
+async def update_order(session: Connectable, order: Order) -> Order:
     """Write an order's new state (status, fills, fee, exchange id, ...) and return it.
 
     The order is found by its client order id; `created_at` keeps its stored value.
@@ -95,7 +102,7 @@ async def list_orders(
     return [to_model(Order, row) for row in result.mappings()]
 
 
-async def add_trade(session: AsyncSession, trade: Trade) -> bool:
+async def add_trade(session: Connectable, trade: Trade) -> bool:
     """Store a fill; return False if this (symbol, trade id) was already stored.
 
     Raises `OrderNotFoundError` when the trade's order was never created.

@@ -12,13 +12,14 @@ from shared.models import PortfolioSnapshot, Position
 from shared.repositories._convert import (
     POSITIONS,
     SNAPSHOTS,
+    Connectable,
     require_aware,
     to_model,
     to_values,
 )
 
 
-async def upsert_position(session: AsyncSession, position: Position) -> Position:
+async def upsert_position(session: Connectable, position: Position) -> Position:
     """Store a symbol's position, replacing the one stored before; return what is stored."""
     values = to_values(position)
     insert = pg_insert(POSITIONS).values(values)
@@ -43,7 +44,7 @@ async def list_positions(session: AsyncSession) -> list[Position]:
     return [to_model(Position, row) for row in result.mappings()]
 
 
-async def add_snapshot(session: AsyncSession, snapshot: PortfolioSnapshot) -> None:
+async def add_snapshot(session: Connectable, snapshot: PortfolioSnapshot) -> None:
     """Store one portfolio snapshot."""
     await session.execute(pg_insert(SNAPSHOTS).values(to_values(snapshot)))
 

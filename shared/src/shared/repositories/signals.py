@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Signal
-from shared.repositories._convert import SIGNALS, to_model, to_values
+from shared.repositories._convert import SIGNALS, Connectable, to_model, to_values
 
 
-async def add_signal(session: AsyncSession, signal: Signal) -> bool:
+async def add_signal(session: Connectable, signal: Signal) -> bool:
     """Store a signal; return False (storing nothing) if its id was already stored."""
     statement = (
         pg_insert(SIGNALS)
@@ -21,7 +20,7 @@ async def add_signal(session: AsyncSession, signal: Signal) -> bool:
     return (await session.execute(statement)).first() is not None
 
 
-async def get_signal(session: AsyncSession, signal_id: str) -> Signal | None:
+async def get_signal(session: Connectable, signal_id: str) -> Signal | None:
     """The signal stored under this id, or None."""
     row = (
         (await session.execute(select(SIGNALS).where(SIGNALS.c.id == signal_id)))
