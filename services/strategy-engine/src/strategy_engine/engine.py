@@ -197,7 +197,8 @@ class StrategyEngine:
             caught_up = 0
             async for page in self._stored(instance, catch_up_from, closed_before):
                 for candle in page:
-                    await self._handle(instance, candle)
+                    if await self._handle(instance, candle):
+                        await self._save_progress([instance], candle)
                 caught_up += len(page)
             log.info("strategy caught up", instance=instance.key, candles=caught_up)
 
@@ -235,10 +236,30 @@ class StrategyEngine:
         """Route one candle to the instances of its series (the bus handler)."""
         if not candle.closed:
             return
-        for instance in self._routes.get((candle.symbol, candle.interval), ()):
-            await self._handle(instance, candle)
+        handled = [
+            instance
+            for instance in self._routes.get((candle.symbol, candle.interval), ())
+            if await self._handle(instance, candle)
+        ]
+        # The progress of all the series' instances in one round trip, after every signal of
+        # the candle is published (a signal waits for no other instance's progress write).
+        await self._save_progress(handled, candle)
 
-    async def _handle(self, instance: StrategyInstance, candle: Candle) -> None:
+    async def _save_progress(self, instances: Sequence[StrategyInstance], candle: Candle) -> None:
+        """Record `candle` as the last one `instances` handled (their signals published)."""
+        if not instances:
+            return
+        started = [instance for instance in instances if instance.key not in self._started]
+        for instance in started:
+            await self._record_start(instance, candle.open_time)  # nothing was there to warm up
+        stamp = str(_millis(candle.open_time))
+        await self.redis.hset(
+            self._progress_key, mapping={instance.key: stamp for instance in instances}
+        )
+
+    async def _handle(self, instance: StrategyInstance, candle: Candle) -> bool:
+        """Run `instance` on `candle` and emit its signal; False when it had seen the candle.
+        The caller then records the progress (`_save_progress`)."""
         unsent = self._unsent.get(instance.key)
         if unsent is not None:
             # Storing or publishing it failed last time (the handler raised, so the bus
@@ -247,16 +268,14 @@ class StrategyEngine:
             del self._unsent[instance.key]
         last = self._last.get(instance.key)
         if last is not None and candle.open_time <= last:
-            return  # handled already (a redelivery, or a backlog older than the warm-up)
+            return False  # handled already (a redelivery, or a backlog older than the warm-up)
         signal = self._run_strategy(instance, candle)
         self._last[instance.key] = candle.open_time
         if signal is not None:
             self._unsent[instance.key] = signal
             await self._emit(instance, signal)
             del self._unsent[instance.key]
-        if instance.key not in self._started:
-            await self._record_start(instance, candle.open_time)  # nothing was there to warm up
-        await self.redis.hset(self._progress_key, instance.key, str(_millis(candle.open_time)))
+        return True
 
     def _run_strategy(self, instance: StrategyInstance, candle: Candle) -> Signal | None:
         started = time.perf_counter()
