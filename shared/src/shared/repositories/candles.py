@@ -55,6 +55,7 @@ CANDLE_COLUMNS = (
     "closed",
 )
 _KEY = ("symbol", "interval", "open_time")
+_INSERT_CANDLE = pg_insert(CANDLES).on_conflict_do_nothing(index_elements=_KEY)
 
 # Up to this many rows go in one multi-row INSERT; more are streamed with COPY. One INSERT
 # is cheaper for the data collector's one-candle-at-a-time writes, COPY for file imports.
@@ -115,10 +116,12 @@ async def upsert_candles(session: Connectable, candles: Iterable[Candle]) -> int
         return 0
     if len(records) <= COPY_THRESHOLD:
         rows = [dict(zip(CANDLE_COLUMNS, record, strict=True)) for record in records]
-        # One row (a live candle) as a single-row VALUES: SQLAlchemy caches its compiled
-        # form, while a multi-row VALUES list is compiled anew on every call (~0.7 ms).
-        values = rows[0] if len(rows) == 1 else rows
-        statement = pg_insert(CANDLES).values(values).on_conflict_do_nothing(index_elements=_KEY)
+        if len(rows) == 1:
+            # A live candle: the statement built once, the row passed at execution (its
+            # compiled form is cached; a multi-row VALUES list is compiled anew each call,
+            # ~0.7 ms, and building even a single-row one costs ~0.2 ms).
+            return (await connection.execute(_INSERT_CANDLE, rows[0])).rowcount
+        statement = pg_insert(CANDLES).values(rows).on_conflict_do_nothing(index_elements=_KEY)
         return (await connection.execute(statement)).rowcount
     return await upsert_candle_rows(session, _csv(records), len(records))
 
