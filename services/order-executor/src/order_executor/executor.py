@@ -46,6 +46,7 @@ from shared.db import (
     create_order,
     get_order,
     get_signal,
+    insert_order,
     latest_closes,
     list_orders,
     list_trades,
@@ -69,7 +70,7 @@ from shared.paper_account import PaperAccount
 from shared.streams import ORDERS
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from order_executor.risk import RiskManager
+from order_executor.risk import RiskDecision, RiskManager
 from order_executor.risk_store import RiskStateStore
 
 __all__ = ["STOP_LOSS_REASON", "Broker", "OrderExecutor", "Outcome"]
@@ -220,35 +221,42 @@ class OrderExecutor:
         """Make (at most) one order for `signal`; returns it as stored."""
         async with self._lock:
             client_order_id = client_order_id_for_signal(signal.id)
-            order: Order | None = None
+            counted = dict(self.risk.state.rejections)
+            order, decision = self._order_for(signal, client_order_id)
 
-            async def record(connection: AsyncConnection) -> Order:
-                # The order of a redelivered signal if there is one, else the new order,
-                # recorded (committed) before it is sent. Two autocommit statements, each
-                # right on its own (the insert is keyed by the client order id), in two round
-                # trips instead of a session transaction's seven; run again after a dead
-                # connection, it finds `order` stored and goes on with it.
-                nonlocal order
+            async def record(connection: AsyncConnection) -> tuple[Order, bool]:
+                inserted = await insert_order(connection, order)
+                if inserted is not None:
+                    return inserted, True
                 stored = await get_order(connection, client_order_id)
-                if stored is None:
-                    order = order or self._order_for(signal, client_order_id)
-                    stored = await create_order(connection, order)
-                return stored
+                assert stored is not None  # not inserted: it was there already
+                return stored, False
 
-            stored = await self.writer.statement(record)
-            if order is None:
-                # Redelivered: nothing new. A live order left unfinished (the exchange was
-                # unreachable) is taken up again; the broker looks it up before sending.
+            # Recorded (committed) before it is sent, in one autocommit statement: INSERT ...
+            # ON CONFLICT DO NOTHING RETURNING. Only when the client order id is stored
+            # already does a second statement read that order back; looking it up first cost
+            # every new order a round trip (~0.5-1 ms on the way to the exchange).
+            stored, new = await self.writer.statement(record)
+            if not new:
+                # Stored before: a redelivered signal (or another instance's order). Its risk
+                # decision was counted when that order was made, so this one is not.
+                self.risk.state.rejections = counted
+                # A live order left unfinished (the exchange was unreachable) is taken up
+                # again; the broker looks it up before sending.
                 if self.broker is not None and not stored.status.is_final:
                     return await self._finish(await self.broker.execute(stored))
                 return stored
+            if decision is not None:
+                self._risk_applied(signal, decision)
             return await self._placed(
                 order, stored, after=signal.candle_time, interval=signal.interval
             )
 
-    def _order_for(self, signal: Signal, client_order_id: str) -> Order:
+    def _order_for(self, signal: Signal, client_order_id: str) -> tuple[Order, RiskDecision | None]:
+        """The order for `signal`, and the risk decision when a rule reduced or rejected it."""
         quantity = signal.quantity
         status, reason = OrderStatus.PENDING, signal.reason or None
+        applied = None
         if signal.side is Side.BUY:
             prices = {**self.marks, signal.symbol: signal.price}
             decision = self.risk.check_order(
@@ -259,21 +267,14 @@ class OrderExecutor:
                 portfolio_value=self.account.equity(prices),
             )
             if decision.reason is not None:
-                RISK_REJECTIONS_TOTAL.labels(decision.reason.value).inc()
+                applied = decision
                 reason = f"risk: {decision.reason.value}"
-                log.info(
-                    "risk rule applied",
-                    signal_id=signal.id,
-                    rule=decision.reason.value,
-                    requested=str(signal.quantity),
-                    allowed=str(decision.quantity),
-                )
             if decision.approved:
                 quantity = decision.quantity
             else:
                 status = OrderStatus.REJECTED
         now = self.clock()
-        return Order(
+        order = Order(
             client_order_id=client_order_id,
             signal_id=signal.id,
             strategy=signal.strategy,
@@ -286,6 +287,19 @@ class OrderExecutor:
             reason=reason,
             created_at=now,
             updated_at=now,
+        )
+        return order, applied
+
+    @staticmethod
+    def _risk_applied(signal: Signal, decision: RiskDecision) -> None:
+        assert decision.reason is not None
+        RISK_REJECTIONS_TOTAL.labels(decision.reason.value).inc()
+        log.info(
+            "risk rule applied",
+            signal_id=signal.id,
+            rule=decision.reason.value,
+            requested=str(signal.quantity),
+            allowed=str(decision.quantity),
         )
 
     async def _place(self, order: Order, *, after: datetime, interval: str) -> Order:
@@ -452,9 +466,12 @@ class OrderExecutor:
         return stored
 
     async def _announce(self, order: Order, trades: list[Trade] | tuple[Trade, ...]) -> None:
-        await self.bus.publish(ORDERS, order)
-        for trade in trades:
-            await self.bus.publish(ORDERS, trade)
+        if trades:
+            # The order and its fills in one round trip, in order (a fill runs on the candle
+            # after its signal, holding the lock that candle's own signals wait for).
+            await self.bus.publish_many(ORDERS, [order, *trades])
+        else:
+            await self.bus.publish(ORDERS, order)
         if order.status.is_final:
             ORDERS_TOTAL.labels(order.status.value, order.side.value).inc()
             if self.notifier is not None:

@@ -62,13 +62,20 @@ async def create_order(session: Connectable, order: Order) -> Order:
     whatever its other fields say. Compare the returned order's fields to tell the cases
     apart if needed.
     """
-    # RETURNING gives the new row; nothing comes back when the id was stored already.
-    row = (await session.execute(_CREATE_ORDER, to_values(order))).mappings().one_or_none()
-    if row is not None:
-        return to_model(Order, row)
+    inserted = await insert_order(session, order)
+    if inserted is not None:
+        return inserted
     stored = await get_order(session, order.client_order_id)
     assert stored is not None  # not inserted: it was there already
     return stored
+
+
+async def insert_order(session: Connectable, order: Order) -> Order | None:
+    """Store a new order and return it as stored; None (storing nothing) when its client
+    order id is stored already. One statement."""
+    # RETURNING gives the new row; nothing comes back when the id was stored already.
+    row = (await session.execute(_CREATE_ORDER, to_values(order))).mappings().one_or_none()
+    return None if row is None else to_model(Order, row)
 
 
 async def get_order(session: Connectable, client_order_id: str) -> Order | None:
