@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -249,11 +250,20 @@ class Writer:
     Instead of pinging before each use, a connection that turns out dead (PostgreSQL
     restarted) is replaced and the work run once more, so the work must be idempotent (all
     of the services' writes are: inserts keyed by deterministic ids, upserts).
+
+    With ``hold`` (a service's writer, see `open_database`), `statement` keeps one
+    connection checked out and reuses it, one caller at a time: a pool checkout and
+    return cost ~0.35 ms a statement when the process wakes from idle, as it does on every
+    candle (measured: an INSERT after 100 ms of idle, 1.98 ms through the pool, 1.64 ms on
+    a held connection). Close the writer (`close`) before disposing of its engine.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, hold: bool = False) -> None:
         self.engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._hold = hold
+        self._held: AsyncConnection | None = None
+        self._held_lock = asyncio.Lock()
 
     @classmethod
     def for_sessions(cls, sessions: async_sessionmaker[AsyncSession]) -> Writer:
@@ -263,10 +273,52 @@ class Writer:
         assert isinstance(bind, AsyncEngine)
         return cls(bind)
 
+    async def warm_up(self) -> None:
+        """Connect now rather than on the first write: an engine's first connection also
+        runs the dialect's start-up queries (~15 ms here)."""
+        if self._hold:
+            await self.statement(_nothing)
+        else:
+            async with self.engine.connect():
+                pass
+
+    async def close(self) -> None:
+        """Give the held connection back (a writer without ``hold`` holds none)."""
+        async with self._held_lock:
+            held, self._held = self._held, None
+            if held is not None:
+                await held.close()
+
     async def statement(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` on a connection in autocommit mode: each statement it executes is
         committed on its own (use it for one statement, or for steps each correct alone)."""
-        return await self._run(self._autocommit, work, begin=False)
+        if not self._hold:
+            return await self._run(self._autocommit, work, begin=False)
+        async with self._held_lock:
+            for attempt in (1, 2):
+                if self._held is None:
+                    self._held = await self._autocommit.connect()
+                try:
+                    return await work(self._held)
+                except DBAPIError as exc:
+                    if not exc.connection_invalidated:
+                        raise
+                    await self._drop_held()
+                    if attempt == 2:
+                        raise
+                except BaseException:
+                    # Interrupted (cancelled) mid-statement, the connection may be half-way
+                    # through the protocol: it is not used again.
+                    await self._drop_held()
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _drop_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.invalidate()
+                await held.close()
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one transaction, committed when it returns."""
@@ -284,6 +336,10 @@ class Writer:
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
         raise AssertionError("unreachable")
+
+
+async def _nothing(connection: AsyncConnection) -> None:
+    return None
 
 
 # --- Migrations -------------------------------------------------------------------------
@@ -392,6 +448,7 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        await self.writer.close()
         await self.engine.dispose()
         if self.writer.engine is not self.engine:
             await self.writer.engine.dispose()
@@ -421,13 +478,13 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> Database
     engine = create_engine(url)
     # The writer's pool of its own skips the pre-ping (see `Writer`); it holds a connection
     # or two, since a service's events are handled one at a time.
-    writer = Writer(create_engine(url, pool_pre_ping=False, pool_size=2))
+    writer = Writer(create_engine(url, pool_pre_ping=False, pool_size=2), hold=True)
     # Connected now, not on the first event: a new engine's first connection also runs the
     # dialect's start-up queries (~15 ms here), which would land on the first candle's path.
     try:
-        async with writer.engine.connect():
-            pass
+        await writer.warm_up()
     except (OSError, DBAPIError, TimeoutError) as exc:
+        await writer.close()
         await writer.engine.dispose()
         await engine.dispose()
         raise DatabaseConnectionError(_connection_problem(url, exc)) from None
