@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from shared.config import load_settings
 from shared.db import (
     DatabaseConnectionError,
+    add_signal,
     create_engine,
     current_revision,
     describe_database,
+    get_signal,
     head_revision,
     latest_candle,
     normalise_database_url,
     open_database,
     upgrade_to_head,
 )
+from shared.models import Side, Signal
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @pytest.mark.parametrize(
@@ -132,3 +138,48 @@ async def test_the_database_handle_does_not_show_the_password_in_its_repr(
         assert "hunter2" not in repr(database)
     finally:
         await database.close()
+
+
+async def test_the_writer_replaces_a_connection_the_server_dropped(database_url: str) -> None:
+    # What pool_pre_ping did for the sessions, without its round trips: a pooled connection
+    # that died (PostgreSQL restarted) is replaced and the work run once more.
+    async with await open_database(load_settings(database_url=database_url)) as database:
+
+        async def backend(connection: AsyncConnection) -> int:
+            return int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+        first = await database.writer.statement(backend)
+        async with database.engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+
+        assert await database.writer.statement(backend) != first
+
+
+async def test_the_writer_commits_a_statement_and_rolls_back_a_failed_transaction(
+    migrated_database_url: str,
+) -> None:
+    async with await open_database(load_settings(database_url=migrated_database_url)) as database:
+        signal = Signal(
+            id="writer-test-signal",
+            strategy="rsi",
+            symbol="BTCUSDT",
+            interval="1m",
+            side=Side.BUY,
+            price=Decimal("100"),
+            quantity=Decimal("0.001"),
+            candle_time=datetime(2024, 1, 1, tzinfo=UTC),
+        )
+
+        async def store_then_fail(connection: AsyncConnection) -> None:
+            await add_signal(connection, signal)
+            raise RuntimeError("after the insert")
+
+        with pytest.raises(RuntimeError):
+            await database.writer.transaction(store_then_fail)
+        async with database.sessions() as session:
+            assert await get_signal(session, signal.id) is None
+
+        assert await database.writer.statement(lambda c: add_signal(c, signal)) is True
+        async with database.sessions() as session:
+            assert await get_signal(session, signal.id) == signal
+        assert await database.writer.statement(lambda c: add_signal(c, signal)) is False

@@ -212,6 +212,27 @@ async def test_max_position_size_reduces_then_rejects_a_buy_and_counts_both(
     assert executor.risk.state.rejections == {"max_position_size": 2}
 
 
+async def test_a_redelivered_signal_reduced_by_a_risk_rule_is_counted_once(
+    sessions, redis, redis_namespace
+):
+    # The order is inserted first and only a conflict reads the stored one back, so the risk
+    # rules run again on a redelivery: their count must not.
+    executor = make_executor(
+        sessions, redis, redis_namespace, RiskLimits(max_position_size=D("0.1")), cash="1000"
+    )
+    await executor.start()
+    before = rejections(RiskReason.MAX_POSITION_SIZE)
+    c0 = candle(0, "10", "10")
+    await executor.on_candle(c0)
+    big = signal(c0, Side.BUY, "50", "big")  # 500 > 10% of 1000
+    reduced = await executor.on_signal(big)
+    again = await executor.on_signal(big)  # the bus delivers it a second time
+    assert again == reduced and reduced.quantity == D(10)
+    assert rejections(RiskReason.MAX_POSITION_SIZE) == before + 1
+    assert executor.risk.state.rejections == {"max_position_size": 1}
+    assert [e.status for e in await published(redis, redis_namespace)] == ["PENDING"]
+
+
 async def test_stop_loss_sells_the_position_at_the_next_open_and_is_counted(
     sessions, redis, redis_namespace
 ):

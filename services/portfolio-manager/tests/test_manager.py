@@ -10,6 +10,7 @@ import pytest
 from portfolio_manager.manager import PortfolioManager
 from shared.db import (
     Database,
+    Writer,
     add_trade,
     create_engine,
     create_order,
@@ -31,7 +32,12 @@ T0 = datetime(2024, 1, 1, 23, 40, tzinfo=UTC)
 @pytest.fixture
 async def database(migrated_database_url: str) -> AsyncIterator[Database]:
     engine = create_engine(migrated_database_url)
-    yield Database(url=migrated_database_url, engine=engine, sessions=create_sessionmaker(engine))
+    yield Database(
+        url=migrated_database_url,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        writer=Writer(engine),
+    )
     await engine.dispose()
 
 

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from shared.bus import EventBus
 from shared.db import (
     Database,
+    Writer,
     add_trade,
     create_engine,
     create_order,
@@ -41,7 +42,12 @@ def _free_port() -> int:
 @pytest.fixture
 async def database(migrated_database_url: str) -> AsyncIterator[Database]:
     engine = create_engine(migrated_database_url)
-    yield Database(url=migrated_database_url, engine=engine, sessions=create_sessionmaker(engine))
+    yield Database(
+        url=migrated_database_url,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        writer=Writer(engine),
+    )
     await engine.dispose()
 
 

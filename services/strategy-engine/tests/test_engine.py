@@ -17,6 +17,7 @@ from shared.bus import EventBus
 from shared.bus_envelope import decode
 from shared.db import (
     Database,
+    Writer,
     add_signal,
     create_engine,
     create_sessionmaker,
@@ -69,7 +70,12 @@ def btc(shared_data: Path) -> list[Candle]:
 @pytest.fixture
 async def database(migrated_database_url: str) -> AsyncIterator[Database]:
     engine = create_engine(migrated_database_url)
-    yield Database(url=migrated_database_url, engine=engine, sessions=create_sessionmaker(engine))
+    yield Database(
+        url=migrated_database_url,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        writer=Writer(engine),
+    )
     await engine.dispose()
 
 

@@ -59,7 +59,7 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
     )
     collector = DataCollector(
         exchange=exchange,
-        storage=CandleStorage(ctx.database.sessions),
+        storage=CandleStorage(ctx.database.sessions, ctx.database.writer),
         bus=ctx.bus,
         ws_url=settings.binance_ws_url,
         series=configured_series(settings),

@@ -42,11 +42,13 @@ from typing import Protocol
 import structlog
 from shared.bus import EventBus
 from shared.db import (
+    Writer,
     add_trade,
     candles_between,
     create_order,
     get_order,
     get_signal,
+    insert_order,
     latest_closes,
     list_orders,
     list_trades,
@@ -68,9 +70,9 @@ from shared.models import (
 from shared.notifier import TelegramNotifier
 from shared.paper_account import PaperAccount
 from shared.streams import ORDERS
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from order_executor.risk import RiskManager
+from order_executor.risk import RiskDecision, RiskManager
 from order_executor.risk_store import RiskStateStore
 
 __all__ = ["STOP_LOSS_REASON", "Broker", "OrderExecutor", "Outcome"]
@@ -130,8 +132,10 @@ class OrderExecutor:
         risk_store: RiskStateStore | None = None,
         notifier: TelegramNotifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        writer: Writer | None = None,
     ) -> None:
         self.sessions = sessions
+        self.writer = writer or Writer.for_sessions(sessions)
         self.bus = bus
         self.risk = risk
         self.fill_model = fill_model
@@ -220,28 +224,42 @@ class OrderExecutor:
         async with self._lock:
             await self._fill_overtaken()
             client_order_id = client_order_id_for_signal(signal.id)
-            order: Order | None = None
-            # One transaction (one round trip fewer on the way to the exchange): the order of
-            # a redelivered signal if there is one, else the new order, recorded before it is
-            # sent.
-            async with self.sessions.begin() as session:
-                stored = await get_order(session, client_order_id)
-                if stored is None:
-                    order = self._order_for(signal, client_order_id)
-                    stored = await create_order(session, order)
-            if order is None:
-                # Redelivered: nothing new. A live order left unfinished (the exchange was
-                # unreachable) is taken up again; the broker looks it up before sending.
+            counted = dict(self.risk.state.rejections)
+            order, decision = self._order_for(signal, client_order_id)
+
+            async def record(connection: AsyncConnection) -> tuple[Order, bool]:
+                inserted = await insert_order(connection, order)
+                if inserted is not None:
+                    return inserted, True
+                stored = await get_order(connection, client_order_id)
+                assert stored is not None  # not inserted: it was there already
+                return stored, False
+
+            # Recorded (committed) before it is sent, in one autocommit statement: INSERT ...
+            # ON CONFLICT DO NOTHING RETURNING. Only when the client order id is stored
+            # already does a second statement read that order back; looking it up first cost
+            # every new order a round trip (~0.5-1 ms on the way to the exchange).
+            stored, new = await self.writer.statement(record)
+            if not new:
+                # Stored before: a redelivered signal (or another instance's order). Its risk
+                # decision was counted when that order was made, so this one is not.
+                self.risk.state.rejections = counted
+                # A live order left unfinished (the exchange was unreachable) is taken up
+                # again; the broker looks it up before sending.
                 if self.broker is not None and not stored.status.is_final:
                     return await self._finish(await self.broker.execute(stored))
                 return stored
+            if decision is not None:
+                self._risk_applied(signal, decision)
             return await self._placed(
                 order, stored, after=signal.candle_time, interval=signal.interval
             )
 
-    def _order_for(self, signal: Signal, client_order_id: str) -> Order:
+    def _order_for(self, signal: Signal, client_order_id: str) -> tuple[Order, RiskDecision | None]:
+        """The order for `signal`, and the risk decision when a rule reduced or rejected it."""
         quantity = signal.quantity
         status, reason = OrderStatus.PENDING, signal.reason or None
+        applied = None
         if signal.side is Side.BUY:
             prices = {**self.marks, signal.symbol: signal.price}
             decision = self.risk.check_order(
@@ -252,21 +270,14 @@ class OrderExecutor:
                 portfolio_value=self.account.equity(prices),
             )
             if decision.reason is not None:
-                RISK_REJECTIONS_TOTAL.labels(decision.reason.value).inc()
+                applied = decision
                 reason = f"risk: {decision.reason.value}"
-                log.info(
-                    "risk rule applied",
-                    signal_id=signal.id,
-                    rule=decision.reason.value,
-                    requested=str(signal.quantity),
-                    allowed=str(decision.quantity),
-                )
             if decision.approved:
                 quantity = decision.quantity
             else:
                 status = OrderStatus.REJECTED
         now = self.clock()
-        return Order(
+        order = Order(
             client_order_id=client_order_id,
             signal_id=signal.id,
             strategy=signal.strategy,
@@ -280,11 +291,23 @@ class OrderExecutor:
             created_at=now,
             updated_at=now,
         )
+        return order, applied
+
+    @staticmethod
+    def _risk_applied(signal: Signal, decision: RiskDecision) -> None:
+        assert decision.reason is not None
+        RISK_REJECTIONS_TOTAL.labels(decision.reason.value).inc()
+        log.info(
+            "risk rule applied",
+            signal_id=signal.id,
+            rule=decision.reason.value,
+            requested=str(signal.quantity),
+            allowed=str(decision.quantity),
+        )
 
     async def _place(self, order: Order, *, after: datetime, interval: str) -> Order:
         """Store the order (PENDING or REJECTED), publish it, then fill or send it."""
-        async with self.sessions.begin() as session:
-            stored = await create_order(session, order)
+        stored = await self.writer.statement(lambda connection: create_order(connection, order))
         return await self._placed(order, stored, after=after, interval=interval)
 
     async def _placed(
@@ -439,10 +462,16 @@ class OrderExecutor:
     async def _finish(self, outcome: Outcome, *, booked: bool = False) -> Order:
         """Commit the order's new state and its fills, book them, publish and report."""
         order = outcome.order
-        async with self.sessions.begin() as session:
-            before = await get_order(session, order.client_order_id)
-            stored = await update_order(session, order)
-            new_trades = [t for t in outcome.trades if await add_trade(session, t)]
+
+        async def record(connection: AsyncConnection) -> tuple[Order | None, Order, list[Trade]]:
+            before = await get_order(connection, order.client_order_id)
+            stored = await update_order(connection, order)
+            new_trades = [t for t in outcome.trades if await add_trade(connection, t)]
+            return before, stored, new_trades
+
+        # One transaction on the writer (no session, no pre-ping): a dry-run fill runs on the
+        # candle after its signal, holding the lock the next signal waits for.
+        before, stored, new_trades = await self.writer.transaction(record)
         if not booked:  # live fills: the account follows the exchange
             for trade in new_trades:
                 fee = self._quote_fee(trade).fee
@@ -455,9 +484,12 @@ class OrderExecutor:
         return stored
 
     async def _announce(self, order: Order, trades: list[Trade] | tuple[Trade, ...]) -> None:
-        await self.bus.publish(ORDERS, order)
-        for trade in trades:
-            await self.bus.publish(ORDERS, trade)
+        if trades:
+            # The order and its fills in one round trip, in order (a fill runs on the candle
+            # after its signal, holding the lock that candle's own signals wait for).
+            await self.bus.publish_many(ORDERS, [order, *trades])
+        else:
+            await self.bus.publish(ORDERS, order)
         if order.status.is_final:
             ORDERS_TOTAL.labels(order.status.value, order.side.value).inc()
             if self.notifier is not None:

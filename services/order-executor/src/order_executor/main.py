@@ -48,6 +48,7 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
         broker=broker,
         risk_store=RiskStateStore(ctx.redis, ctx.bus.namespace),
         notifier=ctx.notifier,
+        writer=ctx.database.writer,
     )
     try:
         await executor.start()

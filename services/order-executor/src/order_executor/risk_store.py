@@ -23,13 +23,21 @@ class RiskStateStore:
     def __init__(self, redis: Redis, namespace: str = "") -> None:
         self.redis = redis
         self.key = f"{namespace}order-executor:risk"
+        self._saved: str | None = None
+        """What this store last read or wrote: an unchanged state is not written again."""
 
     async def load(self) -> RiskState:
         """The saved state, or a fresh one when none was saved."""
         raw = await self.redis.get(self.key)
         if raw is None:
             return RiskState()
+        self._saved = raw.decode() if isinstance(raw, bytes) else str(raw)
         return RiskState.from_dict(json.loads(raw))
 
     async def save(self, state: RiskState) -> None:
-        await self.redis.set(self.key, json.dumps(state.to_dict()))
+        """Write `state` unless it is what was last written: the executor saves after every
+        signal, most of which change nothing, and a round trip there delays the order."""
+        raw = json.dumps(state.to_dict())
+        if raw != self._saved:
+            await self.redis.set(self.key, raw)
+            self._saved = raw

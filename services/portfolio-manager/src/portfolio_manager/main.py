@@ -36,6 +36,7 @@ def make_manager(ctx: ServiceContext) -> PortfolioManager:
         initial_cash=settings.portfolio_initial_cash,
         snapshot_interval=timedelta(seconds=settings.portfolio_snapshot_interval),
         notifier=ctx.notifier,
+        writer=ctx.database.writer,
     )
 
 

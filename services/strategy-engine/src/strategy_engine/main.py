@@ -30,6 +30,7 @@ def build_tasks(instances: list[StrategyInstance]) -> TasksFactory:
             bus=ctx.bus,
             notifier=ctx.notifier,
             service=ctx.name,
+            writer=ctx.database.writer,
         )
         await engine.start()
         consumer = ctx.consumer(CANDLES, engine.on_candle, accept=[Candle])

@@ -8,10 +8,15 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared import sa_models
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+Connectable = AsyncSession | AsyncConnection
+"""Where a repository function runs its Core statements: a session's transaction, or a
+connection (`shared.db.Writer` hands the services' hot paths one, without a session)."""
 
 CANDLES = cast(Table, sa_models.CandleRow.__table__)
 SIGNALS = cast(Table, sa_models.SignalRow.__table__)
@@ -19,6 +24,11 @@ ORDERS = cast(Table, sa_models.OrderRow.__table__)
 TRADES = cast(Table, sa_models.TradeRow.__table__)
 POSITIONS = cast(Table, sa_models.PositionRow.__table__)
 SNAPSHOTS = cast(Table, sa_models.PortfolioSnapshotRow.__table__)
+
+
+async def connection_of(where: Connectable) -> AsyncConnection:
+    """The connection behind `where` (a session's, in its transaction)."""
+    return where if isinstance(where, AsyncConnection) else await where.connection()
 
 
 def to_model(model: type[ModelT], row: Mapping[Any, Any]) -> ModelT:

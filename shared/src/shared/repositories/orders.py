@@ -11,12 +11,37 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Order, OrderStatus, Trade
-from shared.repositories._convert import ORDERS, TRADES, require_aware, to_model, to_values
+from shared.repositories._convert import (
+    ORDERS,
+    TRADES,
+    Connectable,
+    require_aware,
+    to_model,
+    to_values,
+)
+
+# The statements of the executor's per-signal and per-fill writes, built once with the
+# values passed at execution: built per call with .values() each costs ~0.2 ms of CPU more.
+_CREATE_ORDER = (
+    pg_insert(ORDERS)
+    .on_conflict_do_nothing(index_elements=[ORDERS.c.client_order_id])
+    .returning(ORDERS)
+)
+_GET_ORDER = select(ORDERS).where(ORDERS.c.client_order_id == bindparam("client_order_id"))
+_UPDATE_ORDER = (
+    update(ORDERS).where(ORDERS.c.client_order_id == bindparam("order_to_update")).returning(ORDERS)
+)
+_ORDER_EXISTS = select(exists().where(ORDERS.c.client_order_id == bindparam("client_order_id")))
+_ADD_TRADE = (
+    pg_insert(TRADES)
+    .on_conflict_do_nothing(index_elements=[TRADES.c.symbol, TRADES.c.trade_id])
+    .returning(TRADES.c.id)
+)
 
 
 class OrderNotFoundError(LookupError):
@@ -30,36 +55,37 @@ class OrderNotFoundError(LookupError):
         self.client_order_id = client_order_id
 
 
-async def create_order(session: AsyncSession, order: Order) -> Order:
+async def create_order(session: Connectable, order: Order) -> Order:
     """Store a new order and return it; if its client order id is stored, return that one.
 
     The stored order wins: a second create with the same client order id changes nothing,
     whatever its other fields say. Compare the returned order's fields to tell the cases
     apart if needed.
     """
-    statement = (
-        pg_insert(ORDERS)
-        .values(to_values(order))
-        .on_conflict_do_nothing(index_elements=[ORDERS.c.client_order_id])
-        .returning(ORDERS)
-    )
-    # RETURNING gives the new row; nothing comes back when the id was stored already.
-    row = (await session.execute(statement)).mappings().one_or_none()
-    if row is not None:
-        return to_model(Order, row)
+    inserted = await insert_order(session, order)
+    if inserted is not None:
+        return inserted
     stored = await get_order(session, order.client_order_id)
     assert stored is not None  # not inserted: it was there already
     return stored
 
 
-async def get_order(session: AsyncSession, client_order_id: str) -> Order | None:
-    """The order stored under this client order id, or None."""
-    statement = select(ORDERS).where(ORDERS.c.client_order_id == client_order_id)
-    row = (await session.execute(statement)).mappings().one_or_none()
+async def insert_order(session: Connectable, order: Order) -> Order | None:
+    """Store a new order and return it as stored; None (storing nothing) when its client
+    order id is stored already. One statement."""
+    # RETURNING gives the new row; nothing comes back when the id was stored already.
+    row = (await session.execute(_CREATE_ORDER, to_values(order))).mappings().one_or_none()
     return None if row is None else to_model(Order, row)
 
 
-async def update_order(session: AsyncSession, order: Order) -> Order:
+async def get_order(session: Connectable, client_order_id: str) -> Order | None:
+    """The order stored under this client order id, or None."""
+    result = await session.execute(_GET_ORDER, {"client_order_id": client_order_id})
+    row = result.mappings().one_or_none()
+    return None if row is None else to_model(Order, row)
+
+
+async def update_order(session: Connectable, order: Order) -> Order:
     """Write an order's new state (status, fills, fee, exchange id, ...) and return it.
 
     The order is found by its client order id; `created_at` keeps its stored value.
@@ -67,13 +93,8 @@ async def update_order(session: AsyncSession, order: Order) -> Order:
     """
     values = to_values(order)
     del values["client_order_id"], values["created_at"]
-    statement = (
-        update(ORDERS)
-        .where(ORDERS.c.client_order_id == order.client_order_id)
-        .values(values)
-        .returning(ORDERS)
-    )
-    row = (await session.execute(statement)).mappings().one_or_none()
+    values["order_to_update"] = order.client_order_id
+    row = (await session.execute(_UPDATE_ORDER, values)).mappings().one_or_none()
     if row is None:
         raise OrderNotFoundError(order.client_order_id)
     return to_model(Order, row)
@@ -95,21 +116,15 @@ async def list_orders(
     return [to_model(Order, row) for row in result.mappings()]
 
 
-async def add_trade(session: AsyncSession, trade: Trade) -> bool:
+async def add_trade(session: Connectable, trade: Trade) -> bool:
     """Store a fill; return False if this (symbol, trade id) was already stored.
 
     Raises `OrderNotFoundError` when the trade's order was never created.
     """
-    order_exists = exists().where(ORDERS.c.client_order_id == trade.client_order_id)
-    if not (await session.execute(select(order_exists))).scalar_one():
+    found = await session.execute(_ORDER_EXISTS, {"client_order_id": trade.client_order_id})
+    if not found.scalar_one():
         raise OrderNotFoundError(trade.client_order_id)
-    statement = (
-        pg_insert(TRADES)
-        .values(to_values(trade))
-        .on_conflict_do_nothing(index_elements=[TRADES.c.symbol, TRADES.c.trade_id])
-        .returning(TRADES.c.id)
-    )
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(_ADD_TRADE, to_values(trade))).first() is not None
 
 
 async def list_trades(

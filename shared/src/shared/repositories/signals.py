@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Signal
-from shared.repositories._convert import SIGNALS, to_model, to_values
+from shared.repositories._convert import SIGNALS, Connectable, to_model, to_values
+
+# Built once, the values passed at execution: a statement built per call with .values()
+# costs ~0.2 ms of CPU more (construction and its cache key), on every signal.
+_ADD_SIGNAL = (
+    pg_insert(SIGNALS).on_conflict_do_nothing(index_elements=[SIGNALS.c.id]).returning(SIGNALS.c.id)
+)
+_GET_SIGNAL = select(SIGNALS).where(SIGNALS.c.id == bindparam("signal_id"))
 
 
-async def add_signal(session: AsyncSession, signal: Signal) -> bool:
+async def add_signal(session: Connectable, signal: Signal) -> bool:
     """Store a signal; return False (storing nothing) if its id was already stored."""
-    statement = (
-        pg_insert(SIGNALS)
-        .values(to_values(signal))
-        .on_conflict_do_nothing(index_elements=[SIGNALS.c.id])
-        .returning(SIGNALS.c.id)
-    )
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(_ADD_SIGNAL, to_values(signal))).first() is not None
 
 
-async def get_signal(session: AsyncSession, signal_id: str) -> Signal | None:
+async def get_signal(session: Connectable, signal_id: str) -> Signal | None:
     """The signal stored under this id, or None."""
-    row = (
-        (await session.execute(select(SIGNALS).where(SIGNALS.c.id == signal_id)))
-        .mappings()
-        .one_or_none()
-    )
+    result = await session.execute(_GET_SIGNAL, {"signal_id": signal_id})
+    row = result.mappings().one_or_none()
     return None if row is None else to_model(Signal, row)
