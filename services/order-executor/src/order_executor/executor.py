@@ -222,7 +222,7 @@ class OrderExecutor:
     async def on_signal(self, signal: Signal) -> Order:
         """Make (at most) one order for `signal`; returns it as stored."""
         async with self._lock:
-            await self._fill_overtaken()
+            await self._fill_overtaken(signal)
             client_order_id = client_order_id_for_signal(signal.id)
             counted = dict(self.risk.state.rejections)
             order, decision = self._order_for(signal, client_order_id)
@@ -330,18 +330,27 @@ class OrderExecutor:
             return stored
         return await self._fill_on_paper(stored, candle)
 
-    async def _fill_overtaken(self) -> None:
-        """Fill the waiting dry-run orders whose next candle is stored but not yet handled.
+    async def _fill_overtaken(self, signal: Signal) -> None:
+        """Fill the waiting dry-run orders of `signal`'s series from before its candle.
 
         Candles and signals come on two streams: in a burst of candles, a signal of a later
-        candle can overtake the candle that fills an earlier waiting order. Filled first, in
-        signal order, the earlier order is where the backtest has it (a SELL behind a waiting
-        BUY then sells what the BUY bought, instead of finding nothing held).
+        candle can overtake the candle that fills an earlier waiting order. That candle is
+        stored (the signal's own candle, at the latest, was stored before it was published),
+        so the earlier order fills first, in signal order, where the backtest has it (a SELL
+        behind a waiting BUY then sells what the BUY bought instead of finding nothing
+        held). Orders of the signal's own candle keep waiting, as in the backtest: no lookup
+        on the usual path, where two strategies signal on the same candle.
         """
         for waiting in list(self._waiting):
+            if (
+                waiting.order.symbol != signal.symbol
+                or waiting.interval != signal.interval
+                or waiting.after >= signal.candle_time
+            ):
+                continue
             candle = await self._next_candle(waiting)
-            if candle is None:
-                continue  # its candle is still to come (and those after it in its series)
+            if candle is None:  # a gap in the stored candles: left to the candles stream
+                continue
             self._waiting.remove(waiting)
             await self._fill_on_paper(waiting.order, candle)
 
