@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from shared.bus import EventBus
 from shared.bus_envelope import decode
 from shared.db import (
+    Writer,
     add_signal,
     create_engine,
     create_sessionmaker,
@@ -429,3 +430,72 @@ async def test_a_waiting_order_fills_before_a_later_signal_that_overtook_its_can
         (Side.SELL, D(105), bars[5].open_time),
     ]
     assert executor.account.position("BTCUSDT") == 0
+
+
+class _RetryingWriter(Writer):
+    """Runs each work twice, as `Writer` does when the first run's connection dies after
+    PostgreSQL committed it (the answer lost on the way back)."""
+
+    async def statement(self, work):  # type: ignore[no-untyped-def]
+        await super().statement(work)
+        return await super().statement(work)
+
+    async def transaction(self, work):  # type: ignore[no-untyped-def]
+        await super().transaction(work)
+        return await super().transaction(work)
+
+
+async def test_an_order_whose_insert_committed_before_its_connection_died_is_still_placed(
+    sessions, redis, redis_namespace
+):
+    """The retried INSERT finds exactly its own order stored: it is still this signal's new
+    order to publish and fill, not a redelivery (which places nothing); the retried fill
+    finds its own update and trade stored: they are still announced."""
+    bars = [candle(0, "100", "100"), candle(1, "101", "101")]
+    async with sessions.begin() as session:
+        await upsert_candles(session, bars[:1])
+    executor = make_executor(sessions, redis, redis_namespace)
+    executor.writer = _RetryingWriter.for_sessions(sessions)
+    await executor.start()
+    await executor.on_candle(bars[0])
+    placed = await executor.on_signal(signal(bars[0], Side.BUY, "1", "sig-died"))
+    assert placed.status is OrderStatus.PENDING
+    assert [e.client_order_id for e in await published(redis, redis_namespace)] == [
+        placed.client_order_id
+    ]
+    async with sessions.begin() as session:
+        await upsert_candles(session, bars[1:])
+    await executor.on_candle(bars[1])
+    async with sessions() as session:
+        stored = await get_order(session, placed.client_order_id)
+    assert stored is not None and stored.status is OrderStatus.FILLED
+    events = await published(redis, redis_namespace)
+    assert [(type(e).__name__, getattr(e, "status", None)) for e in events] == [
+        ("Order", "PENDING"),
+        ("Order", "FILLED"),
+        ("Trade", None),
+    ]
+
+
+async def test_a_signal_redelivered_to_a_new_process_places_nothing(
+    sessions, redis, redis_namespace
+):
+    bars = [candle(0, "100", "100")]
+    buy = signal(bars[0], Side.BUY, "1", "sig-again")
+    first = make_executor(sessions, redis, redis_namespace)
+    await first.start()
+    await first.on_candle(bars[0])
+    placed = await first.on_signal(buy)
+    later = OrderExecutor(
+        sessions=sessions,
+        bus=EventBus(redis, namespace=redis_namespace),
+        risk=RiskManager(RiskLimits()),
+        fill_model=FillModel(),
+        initial_cash=D(10000),
+        risk_store=RiskStateStore(redis, redis_namespace),
+        clock=lambda: T0 + MINUTE,  # a later process: its order would be made later
+    )
+    await later.start()
+    events = len(await published(redis, redis_namespace))
+    assert await later.on_signal(buy) == placed
+    assert len(await published(redis, redis_namespace)) == events

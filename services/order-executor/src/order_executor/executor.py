@@ -227,13 +227,20 @@ class OrderExecutor:
             counted = dict(self.risk.state.rejections)
             order, decision = self._order_for(signal, client_order_id)
 
+            attempts = 0
+
             async def record(connection: AsyncConnection) -> tuple[Order, bool]:
+                nonlocal attempts
+                attempts += 1
                 inserted = await insert_order(connection, order)
                 if inserted is not None:
                     return inserted, True
                 stored = await get_order(connection, client_order_id)
                 assert stored is not None  # not inserted: it was there already
-                return stored, False
+                # Run again by the writer (the first run's connection died) and finding
+                # exactly this order: the first run's INSERT committed before the connection
+                # went. Ours still to publish and fill; on a first run, a redelivery.
+                return stored, attempts > 1 and stored == order
 
             # Recorded (committed) before it is sent, in one autocommit statement: INSERT ...
             # ON CONFLICT DO NOTHING RETURNING. Only when the client order id is stored
@@ -472,11 +479,19 @@ class OrderExecutor:
         """Commit the order's new state and its fills, book them, publish and report."""
         order = outcome.order
 
+        first: tuple[Order | None, list[Trade]] | None = None
+
         async def record(connection: AsyncConnection) -> tuple[Order | None, Order, list[Trade]]:
+            nonlocal first
             before = await get_order(connection, order.client_order_id)
             stored = await update_order(connection, order)
             new_trades = [t for t in outcome.trades if await add_trade(connection, t)]
-            return before, stored, new_trades
+            if first is None:
+                # What this change found and added. Should the commit's answer be lost and
+                # the writer run this again, the second run finds the change made (when the
+                # commit went through) and would take it for nothing new: never announced.
+                first = (before, new_trades)
+            return first[0], stored, first[1]
 
         # One transaction on the writer (no session, no pre-ping): a dry-run fill runs on the
         # candle after its signal, holding the lock the next signal waits for.
