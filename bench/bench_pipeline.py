@@ -11,8 +11,9 @@ before the close (client wall clock) to that order's first event on the orders s
 PENDING record, published once the order is stored: the point where a live executor sends
 it), split into hops by the Redis ids of the candle, signal and order entries (each the XADD
 time in ms, on the same machine clock). Throughput: the second half closed at once, timed
-until every candle is stored and every stream drained. Needs DATABASE_URL and REDIS_URL (a
-scratch database).
+until every candle is stored and every stream drained. Needs DATABASE_URL (the bench makes a
+scratch database of its own on that server, dropped afterwards: an earlier run's orders left
+stored would not be published again and spoil the samples) and REDIS_URL (its own namespace).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ from rich.progress import track
 from rich.table import Table
 from shared.bus_envelope import decode
 from shared.db import create_engine, upgrade_to_head
-from sqlalchemy import text
+from sqlalchemy import pool, text
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,8 +62,27 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
+@asynccontextmanager
+async def scratch_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server of `server_url`, dropped afterwards."""
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
+    name = f"bench_pipeline_{uuid.uuid4().hex[:12]}"
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
 async def main(rows: int) -> None:
-    database_url, redis_url = os.environ["DATABASE_URL"], os.environ["REDIS_URL"]
+    async with scratch_database(os.environ["DATABASE_URL"]) as database_url:
+        await measure(rows, database_url, os.environ["REDIS_URL"])
+
+
+async def measure(rows: int, database_url: str, redis_url: str) -> None:
     await asyncio.to_thread(upgrade_to_head, database_url)
     namespace = f"bench:{uuid.uuid4().hex[:8]}:"
     history = 105
