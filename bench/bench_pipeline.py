@@ -24,8 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +32,8 @@ from rich.progress import track
 from rich.table import Table
 from shared.bus_envelope import decode
 from shared.db import create_engine, upgrade_to_head
-from sqlalchemy import pool, text
-from sqlalchemy.engine import make_url
+from shared.testing.databases import scratch_database
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,23 +60,8 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
-@asynccontextmanager
-async def scratch_database(server_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the server of `server_url`, dropped afterwards."""
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool)
-    name = f"bench_pipeline_{uuid.uuid4().hex[:12]}"
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
-
-
 async def main(rows: int) -> None:
-    async with scratch_database(os.environ["DATABASE_URL"]) as database_url:
+    async with scratch_database(os.environ["DATABASE_URL"], "bench_pipeline") as database_url:
         await measure(rows, database_url, os.environ["REDIS_URL"])
 
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import asyncpg
 from redis.asyncio import Redis
 from shared.bus import EventBus
 from shared.db import (
@@ -36,7 +35,7 @@ from shared.db import (
     upsert_candles,
 )
 from shared.models import Candle
-from sqlalchemy import make_url
+from shared.testing.databases import scratch_database
 from strategy_engine.engine import FEED_START_KEY, PROGRESS_KEY, StrategyEngine
 from strategy_engine.instances import StrategyInstance
 
@@ -62,22 +61,12 @@ def read(count: int) -> list[Candle]:
         ]
 
 
-async def admin(server: str, statement: str) -> None:
-    url = make_url(server)
-    conn = await asyncpg.connect(
-        user=url.username, password=url.password, host=url.host, port=url.port, database="postgres"
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 async def bench(count: int) -> None:
-    server = os.environ["DATABASE_URL"]
-    name = f"bench_replay_{uuid.uuid4().hex[:8]}"
-    await admin(server, f'CREATE DATABASE "{name}"')
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    async with scratch_database(os.environ["DATABASE_URL"], "bench_replay") as url:
+        await measure(count, url)
+
+
+async def measure(count: int, url: str) -> None:
     redis = Redis.from_url(os.environ["REDIS_URL"])
     bus = EventBus(redis, namespace=f"bench:{uuid.uuid4().hex[:8]}:")
     try:
@@ -117,7 +106,6 @@ async def bench(count: int) -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
-        await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

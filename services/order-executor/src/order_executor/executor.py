@@ -18,10 +18,10 @@ even when the signal comes late (the executor or the strategy engine restarted, 
 ahead): t+1 is looked up in the candles this process has seen and, when they do not hold it,
 in the database (the data collector stores every closed candle before publishing it). Only a
 t+1 that does not exist yet is waited for, and a waiting order whose t+1 has been stored is
-filled before the next signal is handled, even when the candles stream has not delivered t+1
-here yet. So a late fill is the backtest's fill. The risk
-state is not rewound for it: the candles after t+1 already handled were observed (daily loss
-limit, stop loss) without the fill, and it is seen from the next candle on. The BUY check
+filled before a later signal of its series is handled, even when the candles stream has not
+delivered t+1 here yet. So a late fill is the backtest's fill. The risk state is not rewound
+for it: the candles after t+1 already handled were observed (daily loss limit, stop loss)
+without the fill, and it is seen from the next candle on. The BUY check
 itself is the backtest's (t's close, the position and value after the fills before it) as
 long as signals arrive in order, which the signals stream keeps.
 
