@@ -62,7 +62,7 @@ class VolumeProfileStrategy(BaseStrategy):
         if profile.full:
             # None too when the value area strictly contains the candle's range (VAL < low,
             # high < VAH): neither rule can fire then, and most of the walk is skipped.
-            area = profile.value_area_unless_inside(low, high)
+            area = profile.value_area()
             if area is not None:
                 val, vah, _ = area
                 buy = low <= val < close

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import talib
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 from shared.indicators import BollingerBands, Ema, EmaSpread, Macd, Rsi, SessionVwap, VolumeProfile
 
@@ -202,10 +204,11 @@ def test_volume_profile_equals_numpy(
     assert checked > rows // 2
 
 
-def test_volume_profile_vectorised_rebuild_equals_the_plain_loop(
+def test_volume_profile_compiled_kernels_equal_the_python_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The numpy histogram rebuild puts every candle in the same bin as the Python loop."""
+    """The compiled kernels (float64 histogram) put every candle in the same bin and find the
+    same value area as the Python path (Python ints), on real candles."""
     data = read_ohlcv("BTCUSDT-1h.csv.gz")
     rows = 3000
     high, low, close, volume = (a[:rows] for a in (data.high, data.low, data.close, data.volume))
@@ -227,6 +230,57 @@ def test_volume_profile_vectorised_rebuild_equals_the_plain_loop(
     assert compared == rows - 100
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    candles=st.lists(
+        st.tuples(
+            st.integers(0, 12),  # typical price in steps of 0.5: candles share bins
+            st.sampled_from([0.0, 1e-8, 0.5, 1.0, 2.0]),  # few volumes: bins tie often
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    lookback=st.integers(1, 8),
+    num_bins=st.integers(1, 7),
+    pct=st.sampled_from([0.1, 0.5, 0.7, 1.0]),
+)
+def test_volume_profile_compiled_kernels_equal_the_python_path_on_ties(
+    candles: list[tuple[int, float]], lookback: int, num_bins: int, pct: float
+) -> None:
+    """Equal bins (POC ties, neighbour ties), empty bins and zero volumes: the compiled walk
+    takes the same steps as the Python one, candle after candle."""
+    compiled = VolumeProfile(lookback, num_bins, pct)
+    python = VolumeProfile(lookback, num_bins, pct)
+    for step, volume in candles:
+        typical = 100.0 + step / 2
+        for profile in (compiled, python):
+            profile.push(typical + 0.25 * (step % 3), typical - 0.25 * (step % 2), typical, volume)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(indicators, "_EXACT_FLOAT_INT", 0)  # Python ints, Python walk
+            expected = python.histogram(), python.value_area()
+        assert (compiled.histogram(), compiled.value_area()) == expected
+        if expected[0] is not None:  # both built a histogram, each its own kind
+            assert isinstance(python._hist, list)
+            assert isinstance(compiled._hist, np.ndarray)
+
+
+def test_volume_profile_turns_to_python_ints_when_the_window_outgrows_float64() -> None:
+    """A window whose units pass 2**53 after its histogram was built (same low and high)
+    switches to Python ints instead of letting float64 round its sums."""
+    profile = VolumeProfile(8, 2, 0.7)
+    for price in (100.0, 103.0):  # the range 99..104 stays put from here on
+        profile.push(price + 1.0, price - 1.0, price, 1.0)
+    assert profile.histogram() == [100_000_000, 100_000_000]  # float64 bins, exact
+    volumes = [90_000_001.0, 90_000_003.0, 1e-8]
+    for volume in volumes:
+        profile.push(101.0, 100.0, 100.5, volume)  # bin 0, inside the same range
+    units = [round(v * 1e8) for v in volumes]
+    low_bin = 100_000_000 + sum(units)
+    assert low_bin > 2**53 and float(low_bin) != low_bin
+    assert profile.histogram() == [low_bin, 100_000_000]
+    assert profile.value_area() == (99.0, 101.5, 0)
+
+
 def test_volume_profile_stays_exact_beyond_float_integers() -> None:
     """Volumes whose units pass 2**53 (where float64 sums round) are summed exactly."""
     profile = VolumeProfile(4, 2, 0.7)
@@ -238,39 +292,6 @@ def test_volume_profile_stays_exact_beyond_float_integers() -> None:
     low_bin = units[0] + units[1] + units[2]
     assert low_bin > 2**53 and float(low_bin) != low_bin  # a float64 sum would round it
     assert profile.histogram() == [low_bin, units[3]]
-
-
-def test_volume_profile_value_area_unless_inside_on_real_candles() -> None:
-    """None exactly when VAL < low and high < VAH, else `value_area()` itself, for ranges
-    inside, across and on the edges of the value area (the walk may stop early)."""
-    data = read_ohlcv("BTCUSDT-1m.csv.gz")
-    rows = 3000
-    high, low, close, volume = (a[:rows] for a in (data.high, data.low, data.close, data.volume))
-    typical = ((high + low + close) / 3.0).tolist()
-    profile = VolumeProfile(100, 50, 0.7)
-    early = 0
-    for i in range(rows):
-        if profile.full:
-            area = profile.value_area()
-            assert area is not None
-            val, vah, _ = area
-            mid = (val + vah) / 2
-            ranges = [
-                (float(low[i]), float(high[i])),  # the candle's own, as the strategy asks
-                (val, vah),  # exactly on both edges: not strictly inside
-                (np.nextafter(val, np.inf), np.nextafter(vah, -np.inf)),  # just inside
-                (mid, mid),
-                (val - 1.0, mid),  # across VAL
-                (mid, vah + 1.0),  # across VAH
-                (profile.lo - 1.0, profile.hi + 1.0),  # beyond the whole window
-            ]
-            for range_low, range_high in ranges:
-                inside = val < range_low and range_high < vah
-                got = profile.value_area_unless_inside(range_low, range_high)
-                assert got == (None if inside else area), (i, range_low, range_high)
-                early += inside
-        profile.push(float(high[i]), float(low[i]), typical[i], float(volume[i]))
-    assert early > rows  # the early answer was exercised (most mid points are inside)
 
 
 def test_volume_profile_takes_a_typical_price_outside_the_candles_range_as_the_loop_does(

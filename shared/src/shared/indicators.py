@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from datetime import UTC, datetime, timedelta
-from math import inf, sqrt
+from math import sqrt
 
 import numpy as np
 
@@ -343,14 +343,19 @@ class VolumeProfile:
     `push` is O(1) amortised while the window's low and high stay put (the rolling extremes
     are monotonic deques); when either moves, the histogram is rebuilt from the window
     (O(lookback)) on the next `value_area()`, which is O(num_bins).
+
+    The histogram is a float64 array handled by compiled kernels (`volume_profile_kernels`)
+    while the window holds fewer than 2**53 units, where float64 counts whole units exactly;
+    beyond that (some 90 million base units in a window) it is rebuilt as Python ints and the
+    same walk runs in Python.
     """
 
     __slots__ = (
         "_count",
         "_highs",
         "_hist",
+        "_kernels",
         "_lows",
-        "_poc",
         "_ring_typical",
         "_ring_units",
         "_scale",
@@ -369,6 +374,9 @@ class VolumeProfile:
     def __init__(self, lookback: int, num_bins: int, value_area_pct: float) -> None:
         if lookback < 1 or num_bins < 1 or not 0.0 < value_area_pct <= 1.0:
             raise ValueError("VolumeProfile needs lookback >= 1, num_bins >= 1, 0 < pct <= 1")
+        from shared import volume_profile_kernels  # numba: loaded when first needed
+
+        self._kernels = volume_profile_kernels
         self.lookback = lookback
         self.num_bins = num_bins
         self.value_area_pct = value_area_pct
@@ -377,13 +385,12 @@ class VolumeProfile:
         self._highs: deque[tuple[int, float]] = deque()
         self._lows: deque[tuple[int, float]] = deque()
         # bins 1..num_bins; entries 0 and num_bins + 1 are -1 sentinels for the value area
-        self._hist = [-1] * (num_bins + 2)
-        # The window again, as arrays (slot = candle index mod lookback) for the vectorised
-        # rebuild; units as float64 weights, exact while the window's total is below 2**53.
+        self._hist: np.ndarray | list[int] = np.full(num_bins + 2, -1.0)
+        # The window again, as arrays (slot = candle index mod lookback) for the compiled
+        # rebuild; units as float64, exact while the window's total is below 2**53.
         self._ring_typical = np.zeros(lookback)
         self._ring_units = np.zeros(lookback)
         self._valid = False  # whether _hist is the histogram of the current window and range
-        self._poc = -1  # the POC's index in _hist while _valid, or -1: to be found again
         self._scale = 0.0
         self._total = 0
         self._count = 0
@@ -421,10 +428,8 @@ class VolumeProfile:
             lows.popleft()
         hi = highs[0][1]
         lo = lows[0][1]
-        if evicted is None:
-            self._total += units
-        else:
-            self._total += units - evicted[1]
+        total = self._total + (units if evicted is None else units - evicted[1])
+        self._total = total
         if not self._valid:
             self.lo = lo
             self.hi = hi
@@ -435,129 +440,66 @@ class VolumeProfile:
             self._valid = False  # rebuilt on demand
             return
         hist = self._hist
-        n = self.num_bins
-        scale = self._scale
-        k = int((typical - lo) * scale)
-        added = (k if k < n else n - 1) + 1 if k >= 0 else 1
-        hist[added] += units
-        # The POC follows a bin that grew past it (the lower bin on a tie); only a shrinking
-        # POC has to be searched for again (amortised: ~1 candle in 10 on 1m BTCUSDT).
-        poc = self._poc
-        if poc >= 0 and (hist[added] > hist[poc] or (hist[added] == hist[poc] and added < poc)):
-            self._poc = added
-        if evicted is not None:
-            k = int((evicted[0] - lo) * scale)
-            removed = (k if k < n else n - 1) + 1 if k >= 0 else 1
-            hist[removed] -= evicted[1]
-            if removed == self._poc:
-                self._poc = -1
+        if isinstance(hist, list):  # Python ints: see _rebuild
+            self._move_volume_exactly(hist, typical, units, evicted)
+        elif total < _EXACT_FLOAT_INT:
+            removed_typical, removed_units = (0.0, 0) if evicted is None else evicted
+            self._kernels.move_volume(
+                hist, lo, self._scale, typical, float(units), removed_typical, float(removed_units)
+            )
+        else:
+            self._valid = False  # float64 would round: rebuilt on demand as Python ints
 
-    def _rebuild(self) -> list[int]:
+    def _move_volume_exactly(
+        self, hist: list[int], typical: float, units: int, evicted: tuple[float, int] | None
+    ) -> None:
+        bin_of = self._kernels.bin_of
+        n = self.num_bins
+        hist[bin_of(typical, self.lo, self._scale, n)] += units
+        if evicted is not None:
+            hist[bin_of(evicted[0], self.lo, self._scale, n)] -= evicted[1]
+
+    def _rebuild(self) -> np.ndarray | list[int]:
         n = self.num_bins
         lo = self.lo
         scale = n / (self.hi - lo)
         self._scale = scale
-        hist = self._rebuild_vectorised(lo, scale) if self._total < _EXACT_FLOAT_INT else None
-        if hist is None:
+        hist: np.ndarray | list[int]
+        if self._total < _EXACT_FLOAT_INT:
+            hist = self._hist if isinstance(self._hist, np.ndarray) else np.empty(n + 2)
+            count = len(self._window)
+            self._kernels.rebuild(hist, self._ring_typical, self._ring_units, count, lo, scale)
+        else:
             hist = [0] * (n + 2)
             hist[0] = hist[n + 1] = -1
+            bin_of = self._kernels.bin_of
             for typical, units in self._window:
-                k = int((typical - lo) * scale)
-                hist[(k if k < n else n - 1) + 1 if k >= 0 else 1] += units
+                hist[bin_of(typical, lo, scale, n)] += units
         self._hist = hist
         self._valid = True
-        self._poc = -1
         return hist
-
-    def _rebuild_vectorised(self, lo: float, scale: float) -> list[int]:
-        """The same histogram with numpy (~2× faster for 100 candles than the loop).
-
-        Bin indices: the same IEEE subtraction and multiplication, truncated as `int()` does,
-        so every candle lands in the same bin. Sums: float64 weights are exact integers while
-        every partial sum is below 2**53, which the caller ensures through the window's total
-        (all units are ≥ 0). Indices are clamped to the bins as in `push`: from n up (the
-        window's high itself) into the top bin, below 0 (a malformed candle) into the bottom.
-        """
-        count = len(self._window)
-        typical = self._ring_typical if count == self.lookback else self._ring_typical[:count]
-        units = self._ring_units if count == self.lookback else self._ring_units[:count]
-        bins = ((typical - lo) * scale).astype(np.intp)
-        n = self.num_bins
-        try:
-            counted = np.bincount(bins, weights=units, minlength=n)
-        except ValueError:  # a negative index: clamp it to the bottom bin, as push does
-            counted = np.bincount(np.maximum(bins, 0), weights=units, minlength=n)
-        sums = counted.astype(np.int64).tolist()
-        if len(sums) > n:
-            sums[n - 1] += sum(sums[n:])
-            del sums[n:]
-        return [-1, *sums, -1]
 
     def histogram(self) -> list[int] | None:
         """Volume units per bin, or None when the window is empty or flat (hi == lo)."""
         if not self._window or self.hi <= self.lo:
             return None
         hist = self._hist if self._valid else self._rebuild()
+        if isinstance(hist, np.ndarray):
+            return [int(units) for units in hist[1:-1].tolist()]
         return hist[1:-1]
 
     def value_area(self) -> tuple[float, float, int] | None:
         """(VAL, VAH, POC bin index) of the window; None without volume or price range."""
-        return self.value_area_unless_inside(-inf, inf)
-
-    def value_area_unless_inside(self, low: float, high: float) -> tuple[float, float, int] | None:
-        """`value_area()`, or None as soon as the value area is sure to reach strictly below
-        `low` and strictly above `high` (VAL < low and high < VAH).
-
-        The value area only grows while it is built, so once both hold they hold for the
-        final one, and the rest of the walk is skipped: a candle well inside the value area
-        (most candles) costs a few steps instead of the whole walk. Otherwise the result is
-        exactly `value_area()`'s.
-        """
         total = self._total
         if total <= 0 or self.hi <= self.lo or not self._window:
             return None
         hist = self._hist if self._valid else self._rebuild()
-        poc = self._poc
-        if poc < 0:
-            poc = self._poc = hist.index(max(hist))
-        n = self.num_bins
-        lo = self.lo
-        hi = self.hi
-        width = (hi - lo) / n
-        # A cheap test in bin indices first (hist bins are 1..n): the value area surely
-        # reaches below `low` once its first bin is a bin under the one `low` falls in, and
-        # above `high` once its last bin is past the one above `high`'s; the edges are then
-        # compared exactly before giving up, so float rounding can only delay the exit.
-        scale = self._scale
-        x_low = (low - lo) * scale
-        x_high = (high - lo) * scale
-        below_low = int(x_low) if x_low >= 1.0 else 0
-        above_high = int(x_high) + 2 if x_high < n - 1 else n + 1
         target = self.value_area_pct * total
         if target > total:  # float rounding must not ask for more than there is
-            target = total
-        acc = hist[poc]
-        first = last = poc
-        below = hist[first - 1]
-        above = hist[last + 1]
-        while acc < target:
-            if (
-                first <= below_low
-                and last >= above_high
-                and lo + (first - 1) * width < low
-                and (hi if last == n else lo + last * width) > high
-            ):
-                return None  # VAL and VAH only move outwards from here
-            if above > below:
-                acc += above
-                last += 1
-                above = hist[last + 1]
-            else:
-                acc += below
-                first -= 1
-                below = hist[first - 1]
-        val = lo + (first - 1) * width
-        vah = hi if last == n else lo + last * width
-        if val < low and high < vah:
-            return None
+            target = float(total)
+        if isinstance(hist, np.ndarray):
+            return self._kernels.value_area(hist, target, self.lo, self.hi)
+        poc = hist.index(max(hist))
+        first, last = self._kernels.grow_value_area(hist, poc, target)
+        val, vah = self._kernels.value_area_edges(first, last, self.lo, self.hi, self.num_bins)
         return val, vah, poc - 1
