@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -311,3 +313,23 @@ def test_volume_profile_takes_a_typical_price_outside_the_candles_range_as_the_l
             expected = plain.histogram(), plain.value_area()
         assert (vectorised.histogram(), vectorised.value_area()) == expected
         assert sum(expected[0] or []) == sum(round(c[3] * 1e8) for c in (*candles, malformed))
+
+
+def test_volume_profile_loads_numba_only_when_a_profile_is_first_built() -> None:
+    """Listing or configuring strategies (`trading strategies list`) does not pay numba's
+    ~0.5 s import; the first histogram does."""
+    script = (
+        "import sys\n"
+        "from strategy_engine.plugin_loader import load_strategy\n"
+        "from shared.indicators import VolumeProfile\n"
+        "load_strategy('volume_profile')\n"
+        "profile = VolumeProfile(2, 2, 0.7)\n"
+        "profile.push(2.0, 1.0, 1.5, 1.0)\n"
+        "print('numba' in sys.modules)\n"
+        "profile.histogram()\n"
+        "print('numba' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "True"]

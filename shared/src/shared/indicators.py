@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from math import sqrt
+from types import ModuleType
 
 import numpy as np
 
@@ -326,6 +327,12 @@ class SessionVwap:
         return value
 
 
+def _import_volume_profile_kernels() -> ModuleType:
+    from shared import volume_profile_kernels  # numba: ~0.5 s to import, so only when used
+
+    return volume_profile_kernels
+
+
 class VolumeProfile:
     """Volume by price over the last `lookback` candles, with its POC and value area.
 
@@ -374,9 +381,9 @@ class VolumeProfile:
     def __init__(self, lookback: int, num_bins: int, value_area_pct: float) -> None:
         if lookback < 1 or num_bins < 1 or not 0.0 < value_area_pct <= 1.0:
             raise ValueError("VolumeProfile needs lookback >= 1, num_bins >= 1, 0 < pct <= 1")
-        from shared import volume_profile_kernels  # numba: loaded when first needed
-
-        self._kernels = volume_profile_kernels
+        # numba is imported (~0.5 s) by the first rebuild, which comes before any other use
+        # of the kernels: listing or configuring strategies does not load it.
+        self._kernels: ModuleType | None = None
         self.lookback = lookback
         self.num_bins = num_bins
         self.value_area_pct = value_area_pct
@@ -444,7 +451,9 @@ class VolumeProfile:
             self._move_volume_exactly(hist, typical, units, evicted)
         elif total < _EXACT_FLOAT_INT:
             removed_typical, removed_units = (0.0, 0) if evicted is None else evicted
-            self._kernels.move_volume(
+            kernels = self._kernels
+            assert kernels is not None  # loaded by the rebuild that made the histogram valid
+            kernels.move_volume(
                 hist, lo, self._scale, typical, float(units), removed_typical, float(removed_units)
             )
         else:
@@ -453,13 +462,18 @@ class VolumeProfile:
     def _move_volume_exactly(
         self, hist: list[int], typical: float, units: int, evicted: tuple[float, int] | None
     ) -> None:
-        bin_of = self._kernels.bin_of
+        kernels = self._kernels
+        assert kernels is not None  # loaded by the rebuild that made the histogram
+        bin_of = kernels.bin_of
         n = self.num_bins
         hist[bin_of(typical, self.lo, self._scale, n)] += units
         if evicted is not None:
             hist[bin_of(evicted[0], self.lo, self._scale, n)] -= evicted[1]
 
     def _rebuild(self) -> np.ndarray | list[int]:
+        kernels = self._kernels
+        if kernels is None:
+            kernels = self._kernels = _import_volume_profile_kernels()
         n = self.num_bins
         lo = self.lo
         scale = n / (self.hi - lo)
@@ -468,11 +482,11 @@ class VolumeProfile:
         if self._total < _EXACT_FLOAT_INT:
             hist = self._hist if isinstance(self._hist, np.ndarray) else np.empty(n + 2)
             count = len(self._window)
-            self._kernels.rebuild(hist, self._ring_typical, self._ring_units, count, lo, scale)
+            kernels.rebuild(hist, self._ring_typical, self._ring_units, count, lo, scale)
         else:
             hist = [0] * (n + 2)
             hist[0] = hist[n + 1] = -1
-            bin_of = self._kernels.bin_of
+            bin_of = kernels.bin_of
             for typical, units in self._window:
                 hist[bin_of(typical, lo, scale, n)] += units
         self._hist = hist
@@ -497,9 +511,13 @@ class VolumeProfile:
         target = self.value_area_pct * total
         if target > total:  # float rounding must not ask for more than there is
             target = float(total)
+        kernels = self._kernels
+        assert kernels is not None  # loaded by the rebuild that made the histogram
+        area: tuple[float, float, int]
         if isinstance(hist, np.ndarray):
-            return self._kernels.value_area(hist, target, self.lo, self.hi)
+            area = kernels.value_area(hist, target, self.lo, self.hi)
+            return area
         poc = hist.index(max(hist))
-        first, last = self._kernels.grow_value_area(hist, poc, target)
-        val, vah = self._kernels.value_area_edges(first, last, self.lo, self.hi, self.num_bins)
+        first, last = kernels.grow_value_area(hist, poc, target)
+        val, vah = kernels.value_area_edges(first, last, self.lo, self.hi, self.num_bins)
         return val, vah, poc - 1
