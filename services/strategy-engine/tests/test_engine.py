@@ -414,3 +414,54 @@ async def test_strategy_raising_in_warm_up_and_replay_is_contained(
     assert await published(bus) == expected_signals([*warmup, *btc[100:300]])
     alerts = [m.text for m in telegram_standin.messages if "ZeroDivisionError" in m.text]
     assert len(alerts) == 2, alerts  # once per instance and process
+
+
+async def stored_signal_ids(database: Database) -> list[str]:
+    async with database.engine.connect() as connection:
+        rows = await connection.exec_driver_sql("SELECT id FROM signals ORDER BY candle_time")
+        return [row[0] for row in rows]
+
+
+async def test_each_signal_is_stored_and_published_once(
+    database: Database, bus: EventBus, btc: list[Candle]
+) -> None:
+    engine = StrategyEngine([ema()], sessions=database.sessions, bus=bus)
+    await engine.start(now=btc[0].open_time)
+    for candle in [*btc[:300], *btc[100:300]]:  # the second pass: redeliveries
+        await engine.on_candle(candle)
+    signals = expected_signals(btc[:300])
+    assert len(signals) > 3
+    assert await published(bus) == signals
+    assert await stored_signal_ids(database) == [s.id for s in signals]
+    assert engine.signals_published == len(signals)
+
+
+async def test_a_process_that_died_after_publishing_before_storing_loses_no_signal(
+    database: Database, bus: EventBus, btc: list[Candle]
+) -> None:
+    await store(database, btc[:300])
+    signals = expected_signals(btc[:300])
+    first = next(i for i, c in enumerate(btc) if c.open_time == signals[0].candle_time)
+    dying = StrategyEngine([ema()], sessions=database.sessions, bus=bus)
+    await dying.start(now=after(btc[12]))  # warmed up with candles 0..12
+    for candle in btc[13:first]:
+        await dying.on_candle(candle)
+    # The signal's INSERT does not commit, its publish does; the process dies before its
+    # candle's progress is saved.
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("ALTER TABLE signals RENAME TO signals_away")
+    with pytest.raises(Exception, match="signals"):
+        await dying.on_candle(btc[first])
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("ALTER TABLE signals_away RENAME TO signals")
+    assert await published(bus) == signals[:1]
+    assert await stored_signal_ids(database) == []
+
+    restarted = StrategyEngine([ema()], sessions=database.sessions, bus=bus)
+    await restarted.start(now=after(btc[299]))  # replays 0..first-1, catches up from first
+    for candle in btc[first:300]:  # the bus redelivers what the dead process left unacked
+        await restarted.on_candle(candle)
+    # Every signal stored once; the one the dead process published is published once more
+    # (same id: the order executor makes one order of both), none is lost.
+    assert await stored_signal_ids(database) == [s.id for s in signals]
+    assert await published(bus) == [signals[0], *signals]

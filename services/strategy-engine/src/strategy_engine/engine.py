@@ -23,15 +23,18 @@ For each configured `StrategyInstance`:
   `shared.logging`), repeats are counted (and logged at WARNING while consuming); the
   instance stays on for the next candles, the other instances go on and the candle is
   acknowledged.
-- **A signal** is stored first (`add_signal`, committed), then published on the signals
-  stream, then sent to Telegram and counted. Its id is deterministic, so a candle handled
-  twice yields the same id: a signal already stored and already published by this process
-  is not published again; one stored by an earlier process (which may have died before
-  publishing) is published again, and the order executor dedupes by id.
+- **A signal** is stored (`add_signal`, committed) and published on the signals stream at
+  the same time, then sent to Telegram and counted; the candle's progress is saved only
+  after both. Its id is deterministic, so a candle handled twice yields the same id: a
+  signal already published by this process is not published again (only stored, if its
+  INSERT failed); one that an earlier process stored or published and died before the
+  progress was saved is derived again by the restart's catch-up, stored and published
+  again, and the order executor dedupes by id (one order per signal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -316,18 +319,28 @@ class StrategyEngine:
                 log.warning("strategy raised again; skipping its candle", **fields)
 
     async def _emit(self, instance: StrategyInstance, signal: Signal) -> None:
-        # One autocommit INSERT: the signal is committed before it is published, in one
-        # round trip instead of a session transaction's six (see `Writer`).
-        new = await self.writer.statement(lambda connection: add_signal(connection, signal))
-        if not new and signal.id in self._published:
-            log.info("signal already published", signal_id=signal.id, instance=instance.key)
-            return
-        await self.bus.publish(SIGNALS, signal)
-        self._remember(signal.id)
-        self.signals_published += 1
-        if not new:
-            log.info("signal stored earlier published again", signal_id=signal.id)
-            return
+        store = self.writer.statement(lambda connection: add_signal(connection, signal))
+        if signal.id in self._published:
+            # Published by this process already (its storing failed and the candle came
+            # again, or the candle came again): only the INSERT may be left to do.
+            if not await store:
+                log.info("signal already published", signal_id=signal.id, instance=instance.key)
+                return
+        else:
+            # The INSERT (one autocommit statement, see `Writer`) and the publish run at
+            # once: the signal is on its way to the executor while PostgreSQL commits it.
+            # Safe because nothing on the way to an order reads the signal row, the executor
+            # makes at most one order per signal id (a repeat finds its order stored), and
+            # the candle's progress is saved only after both are done: after a crash in
+            # between, the restart's catch-up derives the same signal (same id) from the
+            # stored candles again, stores it and publishes it once more.
+            outcomes = await asyncio.gather(store, self._publish(signal), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if not outcomes[0]:
+                log.info("signal stored earlier published again", signal_id=signal.id)
+                return
         SIGNALS_GENERATED_TOTAL.labels(signal.strategy, signal.side.value).inc()
         log.info(
             "signal generated",
@@ -340,6 +353,11 @@ class StrategyEngine:
         )
         if self.notifier is not None:
             self.notifier.send_signal(signal)
+
+    async def _publish(self, signal: Signal) -> None:
+        await self.bus.publish(SIGNALS, signal)
+        self._remember(signal.id)
+        self.signals_published += 1
 
     def _remember(self, signal_id: str) -> None:
         self._published[signal_id] = None
