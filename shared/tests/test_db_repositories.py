@@ -24,6 +24,7 @@ from shared.db import (
     list_trades,
     snapshots_between,
     update_order,
+    update_order_with_trade,
     upsert_position,
 )
 from shared.models import (
@@ -194,6 +195,39 @@ async def test_a_trade_of_an_unknown_order_is_refused(sessions) -> None:
     async with sessions() as session:
         with pytest.raises(OrderNotFoundError, match="'ghost'"):
             await add_trade(session, make_trade(client_order_id="ghost"))
+
+
+async def test_an_order_and_its_fill_are_written_in_one_statement_once(sessions) -> None:
+    async with sessions.begin() as session:
+        order = await create_order(session, make_order("sig-1"))
+    filled = order.model_copy(
+        update={
+            "status": OrderStatus.FILLED,
+            "filled_quantity": TINY,
+            "avg_fill_price": HUGE,
+            "fee": TINY,
+            "fee_asset": "USDT",
+            "updated_at": T0 + timedelta(minutes=1),
+        }
+    )
+    trade = make_trade("sig-1-1")
+    for _ in range(2):  # written again (a retry after a lost answer): the same rows
+        async with sessions.begin() as session:
+            assert await update_order_with_trade(session, filled, trade) == filled
+    async with sessions() as session:
+        assert await get_order(session, "sig-1") == filled
+        assert await list_trades(session) == [trade]
+
+
+async def test_a_fill_of_an_unknown_order_stores_nothing(sessions) -> None:
+    async with sessions() as session:
+        with pytest.raises(OrderNotFoundError, match="'ghost'"):
+            await update_order_with_trade(
+                session, make_order("ghost"), make_trade(client_order_id="ghost")
+            )
+        with pytest.raises(ValueError, match="not a fill"):
+            await update_order_with_trade(session, make_order("sig-1"), make_trade("1", "other"))
+        assert await list_trades(session) == []
 
 
 async def test_position_upsert_replaces_the_stored_one(sessions) -> None:

@@ -64,6 +64,7 @@ from shared.repositories.orders import (
     list_orders,
     list_trades,
     update_order,
+    update_order_with_trade,
 )
 from shared.repositories.portfolio import (
     add_snapshot,
@@ -116,6 +117,7 @@ __all__ = [
     "recent_candles",
     "snapshots_between",
     "update_order",
+    "update_order_with_trade",
     "upgrade_to_head",
     "upgrade_to_head_async",
     "upsert_candles",

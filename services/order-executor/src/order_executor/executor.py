@@ -53,6 +53,7 @@ from shared.db import (
     list_orders,
     list_trades,
     update_order,
+    update_order_with_trade,
 )
 from shared.exchange import client_order_id_for_signal
 from shared.fill_model import Fill, FillModel
@@ -473,9 +474,18 @@ class OrderExecutor:
             fee_asset=QUOTE_ASSET,
             time=candle.open_time,
         )
-        return await self._finish(Outcome(done, (trade,)), booked=True)
+        # The order's new state and its fill in one statement (atomic, one round trip, on
+        # the writer's held connection): it runs on the candle after its signal, holding
+        # the lock that candle's own signals wait for. The paper account booked the fill
+        # already, and the order was waiting, so this is always a change to announce (a
+        # repeat, should the writer run it again, writes the same rows).
+        stored = await self.writer.statement(
+            lambda connection: update_order_with_trade(connection, done, trade)
+        )
+        await self._announce(stored, (trade,))
+        return stored
 
-    async def _finish(self, outcome: Outcome, *, booked: bool = False) -> Order:
+    async def _finish(self, outcome: Outcome) -> Order:
         """Commit the order's new state and its fills, book them, publish and report."""
         order = outcome.order
 
@@ -493,15 +503,13 @@ class OrderExecutor:
                 first = (before, new_trades)
             return first[0], stored, first[1]
 
-        # One transaction on the writer (no session, no pre-ping): a dry-run fill runs on the
-        # candle after its signal, holding the lock the next signal waits for.
+        # One transaction on the writer (no session, no pre-ping).
         before, stored, new_trades = await self.writer.transaction(record)
-        if not booked:  # live fills: the account follows the exchange
-            for trade in new_trades:
-                fee = self._quote_fee(trade).fee
-                notional = trade.quantity * trade.price
-                fill = Fill(trade.side, trade.quantity, trade.price, notional, fee)
-                self.account.apply(trade.symbol, fill)
+        for trade in new_trades:  # live fills: the account follows the exchange
+            fee = self._quote_fee(trade).fee
+            notional = trade.quantity * trade.price
+            fill = Fill(trade.side, trade.quantity, trade.price, notional, fee)
+            self.account.apply(trade.symbol, fill)
         if before is not None and before.status == stored.status and not new_trades:
             return stored  # nothing changed (a reconcile that found what we knew)
         await self._announce(stored, new_trades)

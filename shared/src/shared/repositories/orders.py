@@ -44,6 +44,37 @@ _ADD_TRADE = (
 )
 
 
+_UPDATED_ORDER = (
+    update(ORDERS)
+    .where(ORDERS.c.client_order_id == bindparam("order_to_update"))
+    .values(
+        {
+            column.name: bindparam(f"order_{column.name}", type_=column.type)
+            for column in ORDERS.c
+            if column.name not in ("id", "client_order_id", "created_at")
+        }
+    )
+    .returning(*ORDERS.c)
+    .cte("updated_order")
+)
+_TRADE_COLUMNS = [column for column in TRADES.c if column.name != "id"]
+_ADDED_TRADE = (
+    pg_insert(TRADES)
+    .from_select(
+        [column.name for column in _TRADE_COLUMNS],
+        # Only when the order was there to update (else no row, and no trade: the caller
+        # raises OrderNotFoundError).
+        select(
+            *(bindparam(f"trade_{column.name}", type_=column.type) for column in _TRADE_COLUMNS)
+        ).where(exists(select(_UPDATED_ORDER.c.id))),
+    )
+    .on_conflict_do_nothing(index_elements=[TRADES.c.symbol, TRADES.c.trade_id])
+    .returning(TRADES.c.id)
+    .cte("added_trade")
+)
+_UPDATE_ORDER_ADD_TRADE = select(_UPDATED_ORDER).add_cte(_ADDED_TRADE)
+
+
 class OrderNotFoundError(LookupError):
     """No order is stored under the given client order id."""
 
@@ -95,6 +126,27 @@ async def update_order(session: Connectable, order: Order) -> Order:
     del values["client_order_id"], values["created_at"]
     values["order_to_update"] = order.client_order_id
     row = (await session.execute(_UPDATE_ORDER, values)).mappings().one_or_none()
+    if row is None:
+        raise OrderNotFoundError(order.client_order_id)
+    return to_model(Order, row)
+
+
+async def update_order_with_trade(session: Connectable, order: Order, trade: Trade) -> Order:
+    """`update_order` and `add_trade` (of a fill of this order) in one statement, so one
+    round trip, atomic even on an autocommit connection; returns the order as stored.
+
+    Idempotent as the two are: the update writes the same values again and a trade already
+    stored is left as it is. Raises `OrderNotFoundError` (storing nothing) when no such
+    order was created, and ValueError when the trade is not of this order.
+    """
+    if trade.client_order_id != order.client_order_id:
+        raise ValueError(f"trade {trade.trade_id!r} is not a fill of {order.client_order_id!r}")
+    values = to_values(order)
+    del values["client_order_id"], values["created_at"]
+    params = {f"order_{name}": value for name, value in values.items()}
+    params["order_to_update"] = order.client_order_id
+    params.update({f"trade_{name}": value for name, value in to_values(trade).items()})
+    row = (await session.execute(_UPDATE_ORDER_ADD_TRADE, params)).mappings().one_or_none()
     if row is None:
         raise OrderNotFoundError(order.client_order_id)
     return to_model(Order, row)
