@@ -23,6 +23,7 @@ from shared.db import (
     list_positions,
     list_trades,
     snapshots_between,
+    store_marks,
     update_order,
     update_order_with_trade,
     upsert_position,
@@ -83,6 +84,17 @@ def make_trade(trade_id: str = "1", client_order_id: str = "sig-1", **changes: o
     }
     values.update(changes)
     return Trade.model_validate(values)
+
+
+def make_snapshot(step: int, unit: timedelta) -> PortfolioSnapshot:
+    return PortfolioSnapshot(
+        time=T0 + step * unit,
+        cash=HUGE,
+        positions_value=TINY * step,
+        total_value=HUGE + TINY * step,
+        realized_pnl=Decimal("-1.5"),
+        fees_paid=TINY,
+    )
 
 
 def assert_utc(*moments: datetime) -> None:
@@ -264,17 +276,7 @@ async def test_position_upsert_replaces_the_stored_one(sessions) -> None:
 
 
 async def test_snapshots_latest_and_range(sessions) -> None:
-    snapshots = [
-        PortfolioSnapshot(
-            time=T0 + timedelta(hours=hour),
-            cash=HUGE,
-            positions_value=TINY * hour,
-            total_value=HUGE + TINY * hour,
-            realized_pnl=Decimal("-1.5"),
-            fees_paid=TINY,
-        )
-        for hour in range(3)
-    ]
+    snapshots = [make_snapshot(hour, timedelta(hours=1)) for hour in range(3)]
     async with sessions.begin() as session:
         assert await latest_snapshot(session) is None
         for snapshot in reversed(snapshots):
@@ -290,6 +292,47 @@ async def test_snapshots_latest_and_range(sessions) -> None:
     assert in_range == snapshots[1:2]
     assert everything == snapshots
     assert_utc(*(s.time for s in everything))
+
+
+async def test_marks_are_stored_in_one_autocommit_statement_or_all_in_a_transaction(
+    migrated_database_url: str,
+) -> None:
+    def snapshot(minute: int) -> PortfolioSnapshot:
+        return make_snapshot(minute, timedelta(minutes=1))
+
+    def position(minute: int) -> Position:
+        return Position(
+            symbol="BTCUSDT",
+            quantity=TINY,
+            avg_entry_price=HUGE,
+            unrealized_pnl=Decimal(minute),
+            last_price=Decimal(43000 + minute),
+            updated_at=T0 + timedelta(minutes=minute),
+        )
+
+    engine = create_engine(migrated_database_url)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with autocommit.connect() as connection:  # one statement each: no transaction
+            await store_marks(connection, position(1), [snapshot(1)])
+            await store_marks(connection, position(2), [snapshot(2)])
+            await store_marks(connection, position(3), [])
+            await store_marks(connection, None, [snapshot(4)])
+        async with engine.begin() as connection:
+            await store_marks(connection, position(5), [snapshot(5), snapshot(6)])
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("ALTER TABLE portfolio_snapshots RENAME TO away")
+        async with autocommit.connect() as connection:  # the snapshot fails: nothing stored
+            with pytest.raises(Exception, match="portfolio_snapshots"):
+                await store_marks(connection, position(7), [snapshot(7)])
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("ALTER TABLE away RENAME TO portfolio_snapshots")
+        sessions = create_sessionmaker(engine)
+        async with sessions() as session:
+            assert await list_positions(session) == [position(5)]
+            assert await snapshots_between(session) == [snapshot(m) for m in (1, 2, 4, 5, 6)]
+    finally:
+        await engine.dispose()
 
 
 async def test_signal_round_trip_and_redelivery(sessions) -> None:

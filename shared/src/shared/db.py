@@ -72,6 +72,7 @@ from shared.repositories.portfolio import (
     latest_snapshot,
     list_positions,
     snapshots_between,
+    store_marks,
     upsert_position,
 )
 from shared.repositories.signals import add_signal, get_signal
@@ -116,6 +117,7 @@ __all__ = [
     "open_database",
     "recent_candles",
     "snapshots_between",
+    "store_marks",
     "update_order",
     "update_order_with_trade",
     "upgrade_to_head",

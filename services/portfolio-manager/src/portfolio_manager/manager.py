@@ -22,7 +22,7 @@ candles arrive (the data collector is down), no snapshots are taken either.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -34,6 +34,7 @@ from shared.db import (
     latest_snapshot,
     list_positions,
     list_trades,
+    store_marks,
     upsert_position,
 )
 from shared.metrics import PORTFOLIO_VALUE, UNREALIZED_PNL
@@ -215,16 +216,17 @@ class PortfolioManager:
             times = self._snapshots_due(closes, previous=candle.open_time)
             snapshots = [self.portfolio.snapshot(t) for t in times]
 
-            async def write(connection: AsyncConnection) -> None:
-                if position is not None:
-                    await upsert_position(connection, position)
-                for snapshot in snapshots:
-                    await add_snapshot(connection, snapshot)
+            # The position and the snapshot as one statement on the writer's held connection
+            # (no session, no pre-ping, no pool checkout, no BEGIN and COMMIT): this runs on
+            # every candle, on the 2 cores the pipeline's hops share. Two snapshots at once
+            # (an interval that does not divide the day) take a transaction.
+            def write(connection: AsyncConnection) -> Awaitable[None]:
+                return store_marks(connection, position, snapshots)
 
-            # The position and the snapshots in one transaction, without a session and its
-            # pre-ping: this runs on every candle, on the 2 cores the pipeline's hops share.
-            if position is not None or snapshots:
+            if len(snapshots) > 1:
                 await self.writer.transaction(write)
+            elif position is not None or snapshots:
+                await self.writer.statement(write)
             self._set_gauges()
             if closes > (self.clock or candle.open_time):
                 self.clock = closes

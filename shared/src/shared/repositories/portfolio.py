@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +35,31 @@ _UPSERT_POSITION = _upsert_position()
 _ADD_SNAPSHOT = pg_insert(SNAPSHOTS)
 
 
+def _position_and_snapshot() -> Any:
+    """A position's upsert and a snapshot's insert as one statement (a data-modifying CTE):
+    one round trip, atomic even on an autocommit connection."""
+    insert = pg_insert(POSITIONS).values(
+        {
+            name: bindparam(f"position_{name}", type_=POSITIONS.c[name].type)
+            for name in Position.model_fields
+        }
+    )
+    upsert = insert.on_conflict_do_update(
+        index_elements=[POSITIONS.c.symbol],
+        set_={name: insert.excluded[name] for name in Position.model_fields if name != "symbol"},
+    ).cte("upserted_position")
+    snapshot = pg_insert(SNAPSHOTS).values(
+        {
+            name: bindparam(f"snapshot_{name}", type_=SNAPSHOTS.c[name].type)
+            for name in PortfolioSnapshot.model_fields
+        }
+    )
+    return snapshot.add_cte(upsert)
+
+
+_UPSERT_POSITION_ADD_SNAPSHOT = _position_and_snapshot()
+
+
 async def upsert_position(session: Connectable, position: Position) -> Position:
     """Store a symbol's position, replacing the one stored before; return what is stored."""
     row = (await session.execute(_UPSERT_POSITION, to_values(position))).mappings().one()
@@ -56,6 +82,28 @@ async def list_positions(session: AsyncSession) -> list[Position]:
 async def add_snapshot(session: Connectable, snapshot: PortfolioSnapshot) -> None:
     """Store one portfolio snapshot."""
     await session.execute(_ADD_SNAPSHOT, to_values(snapshot))
+
+
+async def store_marks(
+    session: Connectable, position: Position | None, snapshots: Sequence[PortfolioSnapshot]
+) -> None:
+    """Store a marked position (if any) and the snapshots taken with it.
+
+    With at most one snapshot this is one statement (one round trip, atomic on its own, so
+    it may run on an autocommit connection); with more, one statement each: run it in a
+    transaction then.
+    """
+    if position is not None and len(snapshots) == 1:
+        params = {f"position_{name}": value for name, value in to_values(position).items()}
+        params.update(
+            {f"snapshot_{name}": value for name, value in to_values(snapshots[0]).items()}
+        )
+        await session.execute(_UPSERT_POSITION_ADD_SNAPSHOT, params)
+        return
+    if position is not None:
+        await upsert_position(session, position)
+    for snapshot in snapshots:
+        await add_snapshot(session, snapshot)
 
 
 async def latest_snapshot(session: AsyncSession) -> PortfolioSnapshot | None:
