@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 from shared.bus import EventBus
 from shared.bus_envelope import decode
 from shared.db import (
-    Writer,
     add_signal,
     create_engine,
     create_sessionmaker,
@@ -32,6 +31,7 @@ from shared.fill_model import FillModel
 from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
 from shared.models import Candle, Order, OrderStatus, Side, Signal, Trade
 from shared.streams import ORDERS
+from shared.testing.writers import RetryingWriter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strategy_engine.plugin_loader import load_strategy
 
@@ -432,19 +432,6 @@ async def test_a_waiting_order_fills_before_a_later_signal_that_overtook_its_can
     assert executor.account.position("BTCUSDT") == 0
 
 
-class _RetryingWriter(Writer):
-    """Runs each work twice, as `Writer` does when the first run's connection dies after
-    PostgreSQL committed it (the answer lost on the way back)."""
-
-    async def statement(self, work):  # type: ignore[no-untyped-def]
-        await super().statement(work)
-        return await super().statement(work)
-
-    async def transaction(self, work):  # type: ignore[no-untyped-def]
-        await super().transaction(work)
-        return await super().transaction(work)
-
-
 async def test_an_order_whose_insert_committed_before_its_connection_died_is_still_placed(
     sessions, redis, redis_namespace
 ):
@@ -455,7 +442,7 @@ async def test_an_order_whose_insert_committed_before_its_connection_died_is_sti
     async with sessions.begin() as session:
         await upsert_candles(session, bars[:1])
     executor = make_executor(sessions, redis, redis_namespace)
-    executor.writer = _RetryingWriter.for_sessions(sessions)
+    executor.writer = RetryingWriter.for_sessions(sessions)
     await executor.start()
     await executor.on_candle(bars[0])
     placed = await executor.on_signal(signal(bars[0], Side.BUY, "1", "sig-died"))

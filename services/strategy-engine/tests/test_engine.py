@@ -26,11 +26,12 @@ from shared.db import (
 )
 from shared.logging import setup_logging
 from shared.metrics import ERRORS_TOTAL, SIGNALS_GENERATED_TOTAL
-from shared.models import Candle, Signal
+from shared.models import Candle, Side, Signal
 from shared.notifier import TelegramNotifier
 from shared.strategy import BaseStrategy, Decision, StrategyParams
 from shared.streams import SIGNALS
 from shared.testing.telegram_standin import TelegramStandIn
+from shared.testing.writers import RetryingWriter
 from strategy_engine.engine import StrategyEngine
 from strategy_engine.instances import EngineConfig, StrategyInstance, build_instances
 
@@ -465,3 +466,32 @@ async def test_a_process_that_died_after_publishing_before_storing_loses_no_sign
     # (same id: the order executor makes one order of both), none is lost.
     assert await stored_signal_ids(database) == [s.id for s in signals]
     assert await published(bus) == [signals[0], *signals]
+
+
+async def test_a_signal_whose_insert_committed_before_its_connection_died_is_still_reported(
+    database: Database, bus: EventBus, btc: list[Candle], telegram_standin: TelegramStandIn
+) -> None:
+    """The writer runs the INSERT again after a connection died with the commit done: the
+    retry finds the row its own first run stored, and the signal is still counted and sent
+    to Telegram (not taken for one an earlier process reported)."""
+    await store(database, btc[:300])
+    notifier = TelegramNotifier(
+        "1:token", "42", api_url=telegram_standin.api_url, enabled=True, min_interval=0.0
+    )
+    await notifier.start()
+    engine = StrategyEngine([ema()], sessions=database.sessions, bus=bus, notifier=notifier)
+    engine.writer = RetryingWriter(database.engine)
+    signals = expected_signals(btc[:300])
+    counters = {side: SIGNALS_GENERATED_TOTAL.labels("ema_crossover", side.value) for side in Side}
+    before = {side: counter._value.get() for side, counter in counters.items()}
+    await engine.start(now=after(btc[12]))
+    for candle in btc[13:300]:
+        await engine.on_candle(candle)
+    await notifier.close()
+
+    assert await published(bus) == signals
+    assert await stored_signal_ids(database) == [s.id for s in signals]
+    for side, counter in counters.items():
+        assert counter._value.get() - before[side] == sum(s.side is side for s in signals)
+    texts = [m.text for m in telegram_standin.messages]
+    assert len([t for t in texts if "BTCUSDT" in t]) == len(signals)

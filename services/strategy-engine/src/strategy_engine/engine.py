@@ -49,7 +49,7 @@ from shared.models import Candle, Signal, interval_delta
 from shared.notifier import TelegramNotifier
 from shared.repositories.candles import recent_candles
 from shared.streams import SIGNALS
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from strategy_engine.instances import StrategyInstance
 
@@ -319,7 +319,19 @@ class StrategyEngine:
                 log.warning("strategy raised again; skipping its candle", **fields)
 
     async def _emit(self, instance: StrategyInstance, signal: Signal) -> None:
-        store = self.writer.statement(lambda connection: add_signal(connection, signal))
+        attempts = 0
+
+        async def insert(connection: AsyncConnection) -> bool:
+            """Whether the signal is new: stored now, or by this very call's first run,
+            which the writer runs again when its connection died after PostgreSQL committed
+            it (the answer lost): the row is then ours, still to count and report (a retry
+            that meets an earlier process's row is counted again: rare, and better than a
+            signal never reported)."""
+            nonlocal attempts
+            attempts += 1
+            return await add_signal(connection, signal) or attempts > 1
+
+        store = self.writer.statement(insert)
         if signal.id in self._published:
             # Published by this process already (its storing failed and the candle came
             # again, or the candle came again): only the INSERT may be left to do.
