@@ -12,9 +12,9 @@ them while a real bin (≥ 0) is on the other side. A bin index is computed as t
 does, int() truncating toward zero, then clamped: the window's high itself (k = n) goes to
 the top bin and a typical price below the window's low (a malformed candle) to the bottom.
 
-Imported when the first `VolumeProfile` is made, so that importing the strategies does not
-load numba (~0.3 s); `cache=True` keeps the compiled code beside this file for the next
-process.
+Imported by a `VolumeProfile`'s first histogram, so that listing or configuring strategies
+does not load numba (~0.5 s); `cache=True` keeps the compiled code beside this file for the
+next process (numba falls back to a per-user cache folder where this one is read-only).
 """
 
 from __future__ import annotations
