@@ -25,7 +25,6 @@ import asyncio
 import gzip
 import io
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,11 @@ from shared.db import (
     create_engine,
     create_sessionmaker,
     database_url_from_settings,
-    upgrade_to_head,
+    upgrade_to_head_async,
     upsert_candles,
 )
 from shared.repositories.candles import CANDLE_COLUMNS, upsert_candle_rows
+from shared.testing.databases import scratch_database
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -78,12 +78,13 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+async def bench_in_scratch_database(
+    server: str, path: Path, csv_bytes: bytes, repeat: int
+) -> list[Result]:
+    """`bench` on a new, migrated database of the server's, dropped afterwards."""
+    async with scratch_database(server, "bench_import") as url:
+        await upgrade_to_head_async(url)
+        return await bench(url, path, csv_bytes, repeat)
 
 
 @dataclass
@@ -281,15 +282,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     server = database_url_from_settings(load_settings())
-    name = f"bench_import_{uuid.uuid4().hex[:8]}"
-    asyncio.run(admin(server, f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade_to_head(url)
-        csv_bytes = gzip.decompress(args.file.read_bytes())
-        results = asyncio.run(bench(url, args.file, csv_bytes, args.repeat))
-    finally:
-        asyncio.run(admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    csv_bytes = gzip.decompress(args.file.read_bytes())
+    results = asyncio.run(bench_in_scratch_database(server, args.file, csv_bytes, args.repeat))
     report(results, args.file, args.repeat)
 
 
