@@ -193,16 +193,23 @@ def rejections(reason: str) -> float:
     return RISK_REJECTIONS_TOTAL.labels(reason)._value.get()
 
 
-async def test_max_position_size_reduces_then_rejects_a_buy_and_counts_both(
-    sessions, redis, redis_namespace
-):
+async def limited_to_a_tenth(sessions, redis, redis_namespace):  # type: ignore[no-untyped-def]
+    """A started executor with 1000 USDT, no position above 10 % of it, and a first candle
+    at 10 taken."""
     executor = make_executor(
         sessions, redis, redis_namespace, RiskLimits(max_position_size=D("0.1")), cash="1000"
     )
     await executor.start()
-    before = rejections(RiskReason.MAX_POSITION_SIZE)
     c0 = candle(0, "10", "10")
     await executor.on_candle(c0)
+    return executor, c0
+
+
+async def test_max_position_size_reduces_then_rejects_a_buy_and_counts_both(
+    sessions, redis, redis_namespace
+):
+    executor, c0 = await limited_to_a_tenth(sessions, redis, redis_namespace)
+    before = rejections(RiskReason.MAX_POSITION_SIZE)
     reduced = await executor.on_signal(signal(c0, Side.BUY, "50", "big"))  # 500 > 10% of 1000
     assert reduced.status is OrderStatus.PENDING and reduced.quantity == D(10)
     assert reduced.reason == "risk: max_position_size"
@@ -218,13 +225,8 @@ async def test_a_redelivered_signal_reduced_by_a_risk_rule_is_counted_once(
 ):
     # The order is inserted first and only a conflict reads the stored one back, so the risk
     # rules run again on a redelivery: their count must not.
-    executor = make_executor(
-        sessions, redis, redis_namespace, RiskLimits(max_position_size=D("0.1")), cash="1000"
-    )
-    await executor.start()
+    executor, c0 = await limited_to_a_tenth(sessions, redis, redis_namespace)
     before = rejections(RiskReason.MAX_POSITION_SIZE)
-    c0 = candle(0, "10", "10")
-    await executor.on_candle(c0)
     big = signal(c0, Side.BUY, "50", "big")  # 500 > 10% of 1000
     reduced = await executor.on_signal(big)
     again = await executor.on_signal(big)  # the bus delivers it a second time
