@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -12,10 +11,11 @@ import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
-from shared.indicators import BollingerBands, Ema, EmaSpread, Macd, Rsi, SessionVwap, VolumeProfile
+from shared.indicators import BollingerBands, Ema, EmaSpread, Macd, Rsi, VolumeProfile
 
 from shared import indicators
-from strategies.tests.helpers import read_ohlcv
+from strategies.tests.helpers import read_candles, read_ohlcv
+from strategies.vwap_strategy import VwapStrategy
 
 BTC_1H = "BTCUSDT-1h.csv.gz"
 
@@ -97,10 +97,11 @@ def test_bollinger_bands_equal_talib(closes: np.ndarray, period: int, num_std: f
     _assert_same(lower, ta_lower, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["BTCUSDT-1h.csv.gz", "BTCUSDT-1m.csv.gz"])
-def test_session_vwap_equals_numpy_per_utc_day(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "interval"), [("BTCUSDT-1h.csv.gz", "1h"), ("BTCUSDT-1m.csv.gz", "1m")]
+)
+def test_session_vwap_equals_numpy_per_utc_day(name: str, interval: str) -> None:
     data = read_ohlcv(name)
-    times = [datetime.fromtimestamp(ms / 1000, UTC) for ms in data.open_time.tolist()]
     typical = (data.high + data.low + data.close) / 3.0
     # numpy: cumulative sums restarted on each UTC day
     day = data.open_time // 86_400_000
@@ -110,12 +111,12 @@ def test_session_vwap_equals_numpy_per_utc_day(name: str) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = np.where(sum_v > 0, sum_pv / sum_v, np.nan)
 
-    vwap = SessionVwap()
-    ours = np.full(len(times), np.nan)
-    for i, (time, tp, v) in enumerate(
-        zip(times, typical.tolist(), data.volume.tolist(), strict=True)
-    ):
-        value = vwap.update(time, tp, v)
+    # the VWAP strategy keeps the session sums itself (its hot path); read them candle by candle
+    strategy = VwapStrategy()
+    ours = np.full(len(expected), np.nan)
+    for i, candle in enumerate(read_candles(name, interval)):
+        strategy.on_candle(candle)
+        value = strategy.vwap
         if value is not None:
             ours[i] = value
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))

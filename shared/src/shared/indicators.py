@@ -10,7 +10,6 @@ of the strategies, kept lean because the backtester calls them once per candle.
 from __future__ import annotations
 
 from collections import deque
-from datetime import UTC, datetime, timedelta
 from math import sqrt
 from types import ModuleType
 
@@ -289,42 +288,6 @@ class BollingerBands:
         self.upper = mean + width
         self.lower = mean - width
         return mean
-
-
-class SessionVwap:
-    """VWAP of typical prices weighted by volume, accumulated from 00:00 UTC and reset there.
-
-    `update(open_time, price, volume)` returns the VWAP including this candle, or None while
-    the session's cumulative volume is 0. `session_candles` counts the candles of the current
-    UTC day taken so far (1 on a new day's first candle).
-    """
-
-    __slots__ = ("_session_end", "_sum_pv", "_sum_v", "session_candles", "value")
-
-    def __init__(self) -> None:
-        self._session_end: datetime | None = None
-        self._sum_pv = 0.0
-        self._sum_v = 0.0
-        self.session_candles = 0
-        self.value: float | None = None
-
-    def update(self, open_time: datetime, price: float, volume: float) -> float | None:
-        end = self._session_end
-        if end is None or open_time >= end:
-            day = open_time.astimezone(UTC).date()
-            self._session_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
-                days=1
-            )
-            self._sum_pv = 0.0
-            self._sum_v = 0.0
-            self.session_candles = 0
-        self.session_candles += 1
-        self._sum_pv += price * volume
-        sum_v = self._sum_v + volume
-        self._sum_v = sum_v
-        value = self._sum_pv / sum_v if sum_v > 0.0 else None
-        self.value = value
-        return value
 
 
 def _import_volume_profile_kernels() -> ModuleType:
