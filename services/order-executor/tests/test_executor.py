@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -31,7 +32,7 @@ from shared.fill_model import FillModel
 from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
 from shared.models import Candle, Order, OrderStatus, Side, Signal, Trade
 from shared.streams import ORDERS
-from shared.testing.writers import RetryingWriter
+from shared.testing.writers import HoldingWriter, RetryingWriter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strategy_engine.plugin_loader import load_strategy
 
@@ -126,6 +127,40 @@ async def test_redelivered_signal_places_no_second_order(sessions, redis, redis_
     events = await published(redis, redis_namespace)
     assert [type(e).__name__ for e in events] == ["Order", "Order", "Trade"]
     assert [e.status for e in events if isinstance(e, Order)] == ["PENDING", "FILLED"]
+
+
+async def test_a_signal_does_not_wait_for_the_fill_its_candle_is_still_recording(
+    sessions, redis, redis_namespace
+):
+    # A BUY waits for the next candle's open; that candle's own signal comes a few ms after
+    # the candle, while the fill is being committed. It is handled at once, against the
+    # account with the fill booked; the fill is stored and announced after it.
+    executor = make_executor(sessions, redis, redis_namespace)
+    writer = executor.writer = HoldingWriter.for_sessions(sessions)
+    await executor.start()
+    c0, c1 = candle(0, "100", "100"), candle(1, "101", "102")
+    await executor.on_candle(c0)
+    bought = await executor.on_signal(signal(c0, Side.BUY, "2", "sig-buy"))
+    writer.hold_next()
+    recording = asyncio.create_task(executor.on_candle(c1))
+    await writer.held.wait()  # the BUY's fill is on its way to PostgreSQL, not committed
+    async with asyncio.timeout(10):  # before the change: waited for the fill, forever here
+        sold = await executor.on_signal(signal(c1, Side.SELL, "2", "sig-sell"))
+    assert sold.status is OrderStatus.PENDING
+    assert executor.account.position("BTCUSDT") == D(2)  # the fill was booked for it
+    async with sessions() as session:
+        assert (await get_order(session, bought.client_order_id)).status is OrderStatus.PENDING
+    writer.release.set()
+    await recording
+    async with sessions() as session:
+        assert (await get_order(session, bought.client_order_id)).status is OrderStatus.FILLED
+    events = await published(redis, redis_namespace)
+    assert [(e.client_order_id, type(e).__name__, getattr(e, "status", None)) for e in events] == [
+        (bought.client_order_id, "Order", "PENDING"),
+        (sold.client_order_id, "Order", "PENDING"),
+        (bought.client_order_id, "Order", "FILLED"),
+        (bought.client_order_id, "Trade", None),
+    ]
 
 
 async def test_a_restarted_executor_rebuilds_cash_and_fills_the_waiting_order(

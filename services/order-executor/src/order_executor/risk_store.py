@@ -8,6 +8,7 @@ there too); a lost state only means the day's halt is recomputed from the next c
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ class RiskStateStore:
         self.key = f"{namespace}order-executor:risk"
         self._saved: str | None = None
         """What this store last read or wrote: an unchanged state is not written again."""
+        self._writing = asyncio.Lock()
 
     async def load(self) -> RiskState:
         """The saved state, or a fresh one when none was saved."""
@@ -34,10 +36,24 @@ class RiskStateStore:
         self._saved = raw.decode() if isinstance(raw, bytes) else str(raw)
         return RiskState.from_dict(json.loads(raw))
 
+    @staticmethod
+    def encode(state: RiskState) -> str:
+        """`state` as it is now, as `write` stores it."""
+        return json.dumps(state.to_dict())
+
     async def save(self, state: RiskState) -> None:
-        """Write `state` unless it is what was last written: the executor saves after every
-        signal, most of which change nothing, and a round trip there delays the order."""
-        raw = json.dumps(state.to_dict())
-        if raw != self._saved:
-            await self.redis.set(self.key, raw)
-            self._saved = raw
+        """Write `state` as it is now (see `write`)."""
+        await self.write(self.encode(state))
+
+    async def write(self, encoded: str) -> None:
+        """Store a state taken with `encode`, unless it is what was last written: the
+        executor saves after every signal and candle, most of which change nothing.
+
+        One write at a time, in the order of the calls (asyncio's lock is first come, first
+        served), so a caller may take the state under its own lock and write it after
+        releasing that lock: a later state is never overwritten by an earlier one.
+        """
+        async with self._writing:
+            if encoded != self._saved:
+                await self.redis.set(self.key, encoded)
+                self._saved = encoded

@@ -231,7 +231,7 @@ def _series(symbol: str, interval: str) -> ColumnElement[bool]:
 _CANDLE_LIST = TypeAdapter(list[Candle])
 
 
-async def _fetch(session: AsyncSession, statement: Select[Any]) -> list[Candle]:
+async def _fetch(session: Connectable, statement: Select[Any]) -> list[Candle]:
     result = await session.execute(statement)
     names = list(result.keys())
     return _CANDLE_LIST.validate_python(
@@ -240,7 +240,7 @@ async def _fetch(session: AsyncSession, statement: Select[Any]) -> list[Candle]:
 
 
 async def candles_between(
-    session: AsyncSession,
+    session: Connectable,
     symbol: str,
     interval: str,
     start: datetime | None = None,
