@@ -40,6 +40,7 @@ from shared.repositories._convert import (
     require_aware,
     to_model,
 )
+from shared.repositories._driver import DriverStatement
 
 CANDLE_COLUMNS = (
     "symbol",
@@ -55,7 +56,9 @@ CANDLE_COLUMNS = (
     "closed",
 )
 _KEY = ("symbol", "interval", "open_time")
-_INSERT_CANDLE = pg_insert(CANDLES).on_conflict_do_nothing(index_elements=_KEY)
+_INSERT_CANDLE_NOW = DriverStatement(
+    pg_insert(CANDLES).on_conflict_do_nothing(index_elements=_KEY), CANDLE_COLUMNS
+)
 
 # Up to this many rows go in one multi-row INSERT; more are streamed with COPY. One INSERT
 # is cheaper for the data collector's one-candle-at-a-time writes, COPY for file imports.
@@ -117,10 +120,11 @@ async def upsert_candles(session: Connectable, candles: Iterable[Candle]) -> int
     if len(records) <= COPY_THRESHOLD:
         rows = [dict(zip(CANDLE_COLUMNS, record, strict=True)) for record in records]
         if len(rows) == 1:
-            # A live candle: the statement built once, the row passed at execution (its
-            # compiled form is cached; a multi-row VALUES list is compiled anew each call,
-            # ~0.7 ms, and building even a single-row one costs ~0.2 ms).
-            return (await connection.execute(_INSERT_CANDLE, rows[0])).rowcount
+            # A live candle: the statement built once, the row passed at execution (a
+            # multi-row VALUES list is compiled anew each call, ~0.7 ms, and building even a
+            # single-row one costs ~0.2 ms); on the driver when `session` is an autocommit
+            # connection: the collector's write between a candle's close and its publish.
+            return await _INSERT_CANDLE_NOW.rowcount(connection, rows[0])
         statement = pg_insert(CANDLES).values(rows).on_conflict_do_nothing(index_elements=_KEY)
         return (await connection.execute(statement)).rowcount
     return await upsert_candle_rows(session, _csv(records), len(records))
