@@ -346,11 +346,13 @@ class StrategyEngine:
             # the candle's progress is saved only after both are done: after a crash in
             # between, the restart's catch-up derives the same signal (same id) from the
             # stored candles again, stores it and publishes it once more.
-            outcomes = await asyncio.gather(store, self._publish(signal), return_exceptions=True)
+            # The publish goes first: gather starts its coroutines in order, and the INSERT's
+            # client-side work would otherwise run before the XADD is sent.
+            outcomes = await asyncio.gather(self._publish(signal), store, return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
-            if not outcomes[0]:
+            if not outcomes[1]:
                 log.info("signal stored earlier published again", signal_id=signal.id)
                 return
         SIGNALS_GENERATED_TOTAL.labels(signal.strategy, signal.side.value).inc()
