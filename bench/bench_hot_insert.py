@@ -130,4 +130,8 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--idle-ms", type=float, default=10.0)
     args = parser.parse_args()
+    if args.count < 1:
+        parser.error(f"--count must be at least 1 (got {args.count})")
+    if args.idle_ms < 0:
+        parser.error(f"--idle-ms must be 0 or more (got {args.idle_ms:g})")
     asyncio.run(main(args.count, args.idle_ms))

@@ -28,9 +28,9 @@ class DriverStatement:
     """An INSERT or UPDATE compiled once by SQLAlchemy and run on the asyncpg connection.
 
     SQLAlchemy's execution path (the greenlet hop, execution context, result processing)
-    costs ~0.2 ms a statement hot and ~0.35 ms in a process woken from idle, and sets the
-    tail: a one-row INSERT after 10 ms idle took p50 1.07-1.22 ms and p99 1.8-2.5 ms through
-    it, p50 0.74-0.86 and p99 1.0-1.1 ms on the driver (docs/BENCHMARKS.md, live pipeline).
+    costs ~0.1 ms a statement hot and ~0.25 ms in a process woken from idle: a committed
+    one-row INSERT after 10 ms idle, p50 1.08-1.38 ms through it, 0.83-1.15 ms through this
+    and 0.77-1.05 ms with asyncpg alone (`bench/bench_hot_insert.py`, docs/BENCHMARKS.md).
     The writes between a candle's close and its order take this path. SQLAlchemy still
     builds and compiles the statement (once per dialect); only its per-execution machinery
     is skipped, so the values must be ones asyncpg encodes by itself (str and str enums, int,
