@@ -9,7 +9,6 @@ BINANCE_WS_URL=ws://127.0.0.1:8900. The control API is under /_sim/ (see
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from shared import event_loop
 from trading_cli.data_commands import fail, resolve_series, settings_or_exit, with_database
 
 if TYPE_CHECKING:
@@ -228,6 +228,6 @@ def simulator(
         )
 
     try:
-        asyncio.run(serve_until_stopped(sim, host, port, announce))
+        event_loop.run(serve_until_stopped(sim, host, port, announce))
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

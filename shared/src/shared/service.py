@@ -38,6 +38,7 @@ import structlog
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from shared import event_loop
 from shared.bus import Consumer, EventBus, Handler
 from shared.config import Settings, SettingsError, load_settings
 from shared.embedded import resolve_redis_url
@@ -144,7 +145,7 @@ def run_service(
         except SettingsError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             sys.exit(EXIT_SETTINGS)
-    status = asyncio.run(
+    status = event_loop.run(
         serve(
             name,
             tasks_factory,
