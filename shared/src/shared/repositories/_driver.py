@@ -10,6 +10,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ValuesBase
+from sqlalchemy.sql.selectable import Select
 
 from shared.repositories._convert import Connectable, connection_of
 
@@ -25,7 +26,8 @@ _DISCONNECTS = (
 
 
 class DriverStatement:
-    """An INSERT or UPDATE compiled once by SQLAlchemy and run on the asyncpg connection.
+    """A write (an INSERT, or a statement of CTEs that write) compiled once by SQLAlchemy
+    and run on the asyncpg connection.
 
     SQLAlchemy's execution path (the greenlet hop, execution context, result processing)
     costs ~0.1 ms a statement hot and ~0.25 ms in a process woken from idle: a committed
@@ -44,9 +46,13 @@ class DriverStatement:
     so that the writer replaces it and runs the work again.
     """
 
-    def __init__(self, statement: ValuesBase, columns: Sequence[str]) -> None:
+    def __init__(
+        self, statement: ValuesBase | Select[Any], columns: Sequence[str] | None = None
+    ) -> None:
+        """`columns`: an INSERT's columns given at execution (its VALUES clause); None for
+        a statement whose parameters are all bound parameters of its own."""
         self.statement = statement
-        self.columns = list(columns)
+        self.columns = None if columns is None else list(columns)
         self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:

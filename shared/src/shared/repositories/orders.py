@@ -75,6 +75,7 @@ _ADDED_TRADE = (
     .cte("added_trade")
 )
 _UPDATE_ORDER_ADD_TRADE = select(_UPDATED_ORDER).add_cte(_ADDED_TRADE)
+_UPDATE_ORDER_ADD_TRADE_NOW = DriverStatement(_UPDATE_ORDER_ADD_TRADE)
 
 
 class OrderNotFoundError(LookupError):
@@ -150,7 +151,7 @@ async def update_order_with_trade(session: Connectable, order: Order, trade: Tra
     params = {f"order_{name}": value for name, value in values.items()}
     params["order_to_update"] = order.client_order_id
     params.update({f"trade_{name}": value for name, value in to_values(trade).items()})
-    row = (await session.execute(_UPDATE_ORDER_ADD_TRADE, params)).mappings().one_or_none()
+    row = await _UPDATE_ORDER_ADD_TRADE_NOW.fetchrow(session, params)
     if row is None:
         raise OrderNotFoundError(order.client_order_id)
     return to_model(Order, row)
