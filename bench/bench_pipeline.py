@@ -6,16 +6,20 @@ service processes on loopback (issue 7).
 The simulator replays a slice of ../shared/data/BTCUSDT-1m.csv.gz at manual speed (ROWS
 candles after 105 of history; default 1000); the strategy engine runs ema_crossover and macd
 on it, the executor in dry run. The bench closes the first STEPPED candles (default: half of
-ROWS) one at a time and, for each candle one of whose signals became an order, takes the time
-from just before the close (client wall clock) to that order's first event on the orders
-stream (the PENDING record, published once the order is stored: the point where a live
-executor sends it), split into hops by the Redis ids of the candle, signal and order entries
-(each the XADD time in ms, on the same machine clock). About one stepped candle in eight
-makes an order, so 500 stepped candles give ~63 samples, whose p99 is their maximum; 3000
-rows with 2500 stepped give ~300. Throughput: the rest of the candles closed at once, timed
-until every candle is stored and every stream drained. Needs DATABASE_URL (the bench makes a
-scratch database of its own on that server, dropped afterwards: an earlier run's orders left
-stored would not be published again and spoil the samples) and REDIS_URL (its own namespace).
+ROWS) one at a time: it moves the candle's partial updates (untimed, as on Binance they come
+during the candle), then its closing update. For each candle one of whose signals became an
+order, it takes the time from the close (the simulator's wall clock as it began the closing
+move, `moved_at_ms`) to that order's first event on the orders stream (the PENDING record,
+published once the order is stored: the point where a live executor sends it), split into
+hops by the Redis ids of the candle, signal and order entries (each the XADD time in ms, on
+the same machine clock). A second row times the same from just before the bench's HTTP
+request for the close: it adds the bench's own request (~0.8 ms), which no exchange sends.
+About one stepped candle in eight makes an order, so 500 stepped candles give ~63 samples,
+whose p99 is their maximum; 3000 rows with 2500 stepped give ~300. Throughput: the rest of
+the candles closed at once, timed until every candle is stored and every stream drained.
+Needs DATABASE_URL (the bench makes a scratch database of its own on that server, dropped
+afterwards: an earlier run's orders left stored would not be published again and spoil the
+samples) and REDIS_URL (its own namespace).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from exchange_simulator.replay import STAGES
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -101,7 +106,7 @@ async def measure(rows: int, stepped: int, database_url: str, redis_url: str) ->
                     return int(found.scalar_one()) >= count
 
             closed = history
-            samples: list[tuple[float, float, float, float]] = []
+            samples: list[tuple[float, float, float, float, float]] = []
             last = {stream: "0-0" for stream in ("candles", "signals", "orders")}
             # One HTTP connection to the simulator for every close: a new connection a candle
             # would add its set-up to "close → candle on the bus" and its teardown to the
@@ -109,10 +114,19 @@ async def measure(rows: int, stepped: int, database_url: str, redis_url: str) ->
             http = aiohttp.ClientSession()
             advance_url = f"{platform.sim_url}/_sim/advance"
             for _ in track(range(stepped), description="closing candles one at a time"):
-                started_ms = time.time() * 1000
-                async with http.post(advance_url, json={"candles": 1}) as response:
+                # The candle's partial updates first, untimed: on Binance they come during
+                # the candle, and the collector only notes them. Timed: its closing event.
+                async with http.post(advance_url, json={"stages": STAGES - 1}) as response:
                     assert response.status == 200, await response.text()
-                    closed += int((await response.json())["moved"])
+                    assert (await response.json())["replay"]["stage"] == STAGES - 1
+                await asyncio.sleep(SETTLE_SECONDS)
+                requested_ms = time.time() * 1000
+                async with http.post(advance_url, json={"stages": 1}) as response:
+                    assert response.status == 200, await response.text()
+                    answer = await response.json()
+                    assert answer["replay"]["stage"] == 0, answer  # closed, the next opened
+                    closed_ms = float(answer["moved_at_ms"])
+                closed += 1
                 await asyncio.sleep(SETTLE_SECONDS)
                 await platform.wait_until(lambda count=closed: stored(count), "stored")
                 await platform.wait_until(platform.drained, "drained")
@@ -140,8 +154,9 @@ async def measure(rows: int, stepped: int, database_url: str, redis_url: str) ->
                 order_ms = _entry_ms(order[0])
                 samples.append(
                     (
-                        order_ms - started_ms,
-                        candle_ms - started_ms,
+                        order_ms - closed_ms,
+                        order_ms - requested_ms,
+                        candle_ms - closed_ms,
                         signal_ms - candle_ms,
                         order_ms - signal_ms,
                     )
@@ -156,7 +171,9 @@ async def measure(rows: int, stepped: int, database_url: str, redis_url: str) ->
     report(samples, moved, elapsed)
 
 
-def report(samples: list[tuple[float, float, float, float]], moved: int, elapsed: float) -> None:
+def report(
+    samples: list[tuple[float, float, float, float, float]], moved: int, elapsed: float
+) -> None:
     count = len(samples)
     note = " (p99 = max: under 100 samples)" if count < 100 else ""
     table = Table(title=f"candle close → order event, n = {count} candles with an order{note}")
@@ -164,6 +181,7 @@ def report(samples: list[tuple[float, float, float, float]], moved: int, elapsed
         table.add_column(column, justify="left" if column == "measure" else "right")
     names = (
         "close → order event (total)",
+        "  (from the bench's HTTP request for the close)",
         "· close → candle on the bus (simulator + collector)",
         "· candle → signal on the bus (strategy engine)",
         "· signal → order event on the bus (order executor)",

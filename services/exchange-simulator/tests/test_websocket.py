@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 
 import aiohttp
@@ -143,3 +144,17 @@ async def test_control_waits_until_a_consumer_has_subscribed(sim, http) -> None:
 async def test_bad_stream_name_refused(sim, http) -> None:
     async with http.get(f"{sim.base_url}/stream?streams=btcusdt@depth") as response:
         assert response.status == 400
+
+
+async def test_advance_answers_when_its_move_began_on_the_wall_clock(sim, http) -> None:
+    """`moved_at_ms`: the close's time for a latency measurement (the bench's zero), taken
+    before the move, so before its closing event reaches a client."""
+    async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_1m") as ws:
+        before_ms = time.time() * 1000
+        async with http.post(f"{sim.base_url}/_sim/advance", json={"stages": 3}) as response:
+            answer = await response.json()
+        events = [await receive_json(ws) for _ in range(4)]
+        received_ms = time.time() * 1000
+    assert answer["moved"] == 3 and answer["replay"]["stage"] == 0
+    assert [e["k"]["x"] for e in events] == [False, False, True, False]
+    assert before_ms <= answer["moved_at_ms"] <= received_ms

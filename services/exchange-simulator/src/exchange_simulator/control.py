@@ -1,7 +1,10 @@
 """The control API under `/_sim/` (JSON), for tests and demos; not part of Binance's protocol.
 
     GET    /_sim/state                 clock, replay position, prices, connection count
-    POST   /_sim/advance               {"candles": N} or {"stages": N}  → {"moved", "replay"}
+    POST   /_sim/advance               {"candles": N} or {"stages": N}  → {"moved", "moved_at_ms",
+                                        "replay"} (moved_at_ms: this machine's wall clock,
+                                        in ms since the epoch, as the move began: when the
+                                        candle closed, for latency measurements)
     POST   /_sim/price                 {"symbol", "price"}               → {"symbol", "price"}
     POST   /_sim/clock                 {"offset_ms"} or {"server_time_ms"} → server time, offset
                                         (serverTime follows the replay; offset_ms skews it and
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -120,8 +124,11 @@ class ControlApi:
         count = body["stages"] if by_stage else body.get("candles", 1)
         if not isinstance(count, int) or count < 1:
             raise _bad("candles/stages must be a whole number of at least 1")
+        moved_at_ms = time.time() * 1000
         moved = await (self.core.step(count) if by_stage else self.core.advance(count))
-        return web.json_response({"moved": moved, "replay": self._replay_state()})
+        return web.json_response(
+            {"moved": moved, "moved_at_ms": moved_at_ms, "replay": self._replay_state()}
+        )
 
     async def price(self, request: web.Request) -> web.Response:
         body = await _body(request)
