@@ -15,10 +15,12 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on uvloop's loop (plain asyncio where uvloop is absent).
 
     uvloop (libuv, in C) does a loop iteration and a socket read or write in a fraction of
-    the pure-Python selector loop's CPU: a Redis round trip through redis-py costs ~87 µs of
-    CPU on it against ~122 µs (here, hot). The services pass every event through a few such
-    round trips on two shared cores, so this is CPU off the candle → order path and off
-    everything competing with it. Same asyncio API: nothing else changes.
+    the pure-Python selector loop's CPU: a Redis round trip through redis-py cost ~87 µs of
+    CPU on it against ~122 µs on the 2-vCPU CI machine (hot, measured once with a throwaway
+    script; the pipeline numbers it helped are bench/bench_pipeline.py's, docs/BENCHMARKS.md).
+    The services pass every event through a few such round trips on two shared cores, so this
+    is CPU off the candle → order path and off everything competing with it. Same asyncio
+    API: nothing else changes.
     """
     try:
         import uvloop
