@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 import pytest
+
 from shared import event_loop
 
 
