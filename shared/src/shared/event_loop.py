@@ -1,4 +1,4 @@
-"""The event loop every long-running process runs on: uvloop where it is installed."""
+"""The event loop of the services and the exchange simulator: uvloop where it is installed."""
 
 from __future__ import annotations
 

@@ -33,7 +33,9 @@ class DriverStatement:
     costs ~0.1 ms a statement hot and ~0.25 ms in a process woken from idle: a committed
     one-row INSERT after 10 ms idle, p50 1.08-1.38 ms through it, 0.83-1.15 ms through this
     and 0.77-1.05 ms with asyncpg alone (`bench/bench_hot_insert.py`, docs/BENCHMARKS.md).
-    The writes between a candle's close and its order take this path. SQLAlchemy still
+    The writes between a candle's close and its order take this path, and so do the ones
+    that run beside them on every candle (the executor's paper fill, the portfolio
+    manager's marks), which compete for the same cores. SQLAlchemy still
     builds and compiles the statement (once per dialect); only its per-execution machinery
     is skipped, so the values must be ones asyncpg encodes by itself (str and str enums, int,
     Decimal, aware datetime, bool, None), as the columns of the trading tables are.
