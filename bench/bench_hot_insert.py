@@ -34,7 +34,7 @@ from shared.db import (
 )
 from shared.models import Order, Side
 from shared.repositories._convert import to_values
-from shared.repositories.orders import _CREATE_ORDER, _CREATE_ORDER_NOW
+from shared.repositories.orders import INSERT_ORDER
 from shared.testing.databases import scratch_database
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,10 +59,10 @@ async def measure(url: str, count: int, idle: float) -> dict[str, dict[str, list
     engine = create_engine(url, pool_pre_ping=False)
     writer = Writer(engine, hold=True)
     await writer.warm_up()
-    sql, names = _CREATE_ORDER_NOW._sql(engine.dialect)
+    sql, names = INSERT_ORDER.compiled(engine.dialect)
 
     async def through_sqlalchemy(connection: AsyncConnection, order: Order) -> Any:
-        return (await connection.execute(_CREATE_ORDER, to_values(order))).mappings().one()
+        return (await connection.execute(INSERT_ORDER.statement, to_values(order))).mappings().one()
 
     async def through_driver_statement(connection: AsyncConnection, order: Order) -> Any:
         return await insert_order(connection, order)

@@ -1,6 +1,10 @@
 """Candle import throughput vs a plain PostgreSQL COPY of the same rows (issue 2).
 
-    uv run --frozen python bench/bench_import.py [--file PATH] [--repeat N]
+    uv run --frozen python bench/bench_import.py [--file PATH] [--symbol S] [--interval I]
+        [--repeat N]
+
+The symbol and interval the rows are stored as come from the file's name (BTCUSDT-1m.csv.gz)
+unless given.
 
 Uses DATABASE_URL when set, else the embedded PostgreSQL. Creates a scratch database,
 runs everything there and drops it. Each case runs once per round, --repeat rounds, and
@@ -34,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 from shared.candle_io import read_candle_file
 from shared.candle_io.bulk import prepare_batch
-from shared.candle_io.importer import import_candle_file
+from shared.candle_io.importer import import_candle_file, infer_series
 from shared.config import load_settings
 from shared.db import (
     create_engine,
@@ -43,6 +47,7 @@ from shared.db import (
     upgrade_to_head_async,
     upsert_candles,
 )
+from shared.models import INTERVALS
 from shared.repositories.candles import CANDLE_COLUMNS, upsert_candle_rows
 from shared.testing.databases import scratch_database
 from sqlalchemy import text
@@ -50,7 +55,6 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "BTCUSDT-15m.csv.gz"
-SYMBOL, INTERVAL = "BTCUSDT", "15m"
 BLOCK = 4 << 20  # the importer's default: rows go to the database a few MiB of CSV at a time
 
 PEER_CSV_TABLE = """
@@ -60,6 +64,15 @@ CREATE TABLE copy_peer_csv (
     taker_buy_base numeric, taker_buy_quote numeric
 )"""
 PEER_RECORDS_TABLE = "CREATE TABLE copy_peer_records (LIKE candles INCLUDING ALL)"
+
+
+@dataclass(frozen=True)
+class Series:
+    """The file to import and the candle series its rows are stored as."""
+
+    path: Path
+    symbol: str
+    interval: str
 
 
 @dataclass
@@ -79,12 +92,12 @@ def asyncpg_dsn(url: str) -> str:
 
 
 async def bench_in_scratch_database(
-    server: str, path: Path, csv_bytes: bytes, repeat: int
+    server: str, series: Series, csv_bytes: bytes, repeat: int
 ) -> list[Result]:
     """`bench` on a new, migrated database of the server's, dropped afterwards."""
     async with scratch_database(server, "bench_import") as url:
         await upgrade_to_head_async(url)
-        return await bench(url, path, csv_bytes, repeat)
+        return await bench(url, series, csv_bytes, repeat)
 
 
 @dataclass
@@ -97,11 +110,12 @@ class Case:
     rows: int = 0
 
 
-async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Result]:
+async def bench(url: str, series: Series, csv_bytes: bytes, repeat: int) -> list[Result]:
+    path, symbol, interval = series.path, series.symbol, series.interval
     engine = create_engine(url)
     sessions = create_sessionmaker(engine)
     candles = [
-        c for batch in read_candle_file(path, INTERVAL) for c in batch.to_candles(SYMBOL, INTERVAL)
+        c for batch in read_candle_file(path, interval) for c in batch.to_candles(symbol, interval)
     ]
     records = [
         (c.symbol, c.interval, c.open_time, c.open, c.high, c.low, c.close, c.volume,
@@ -109,8 +123,8 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
         for c in candles
     ]  # fmt: skip
     prepared = [
-        prepare_batch(b, SYMBOL, INTERVAL)
-        for b in read_candle_file(path, INTERVAL, block_bytes=BLOCK)
+        prepare_batch(b, symbol, interval)
+        for b in read_candle_file(path, interval, block_bytes=BLOCK)
     ]
     candle_csv = b"".join(batch.csv for batch in prepared)
     connection = await asyncpg.connect(asyncpg_dsn(url))
@@ -145,22 +159,22 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
         return len(records)
 
     async def platform_import() -> int:
-        report = await import_candle_file(sessions, path, SYMBOL, INTERVAL, block_bytes=BLOCK)
+        report = await import_candle_file(sessions, path, symbol, interval, block_bytes=BLOCK)
         assert report.new == report.rows_read, "the table was not empty"
         return report.rows_read
 
     async def platform_reimport() -> int:
-        report = await import_candle_file(sessions, path, SYMBOL, INTERVAL, block_bytes=BLOCK)
+        report = await import_candle_file(sessions, path, symbol, interval, block_bytes=BLOCK)
         assert report.new == 0, "the candles were not stored yet"
         return report.rows_read
 
     async def parse_only() -> int:
-        return sum(len(batch) for batch in read_candle_file(path, INTERVAL, block_bytes=BLOCK))
+        return sum(len(batch) for batch in read_candle_file(path, interval, block_bytes=BLOCK))
 
     async def parse_and_prepare() -> int:
         return sum(
-            prepare_batch(batch, SYMBOL, INTERVAL).rows
-            for batch in read_candle_file(path, INTERVAL, block_bytes=BLOCK)
+            prepare_batch(batch, symbol, interval).rows
+            for batch in read_candle_file(path, interval, block_bytes=BLOCK)
         )
 
     async def store_only() -> int:
@@ -168,7 +182,7 @@ async def bench(url: str, path: Path, csv_bytes: bytes, repeat: int) -> list[Res
             return sum([await upsert_candle_rows(session, b.csv, b.rows) for b in prepared])
 
     async def parse_and_models() -> int:
-        return sum(len(b.to_candles(SYMBOL, INTERVAL)) for b in read_candle_file(path, INTERVAL))
+        return sum(len(b.to_candles(symbol, interval)) for b in read_candle_file(path, interval))
 
     async def upsert_only() -> int:
         async with sessions.begin() as session:
@@ -279,11 +293,27 @@ def report(results: list[Result], path: Path, repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
+    parser.add_argument("--symbol", help="default: from the file name (BTCUSDT-15m.csv.gz)")
+    parser.add_argument("--interval", help="default: from the file name (BTCUSDT-15m.csv.gz)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if not args.file.is_file():
+        parser.error(f"--file {str(args.file)!r} is not a file: give a Binance candle CSV (.gz)")
+    named_symbol, named_interval = infer_series(args.file)
+    symbol, interval = args.symbol or named_symbol, args.interval or named_interval
+    if symbol is None or interval is None:
+        parser.error(
+            f"cannot tell the symbol and interval from the file name {args.file.name!r}: "
+            "pass --symbol and --interval, e.g. --symbol BTCUSDT --interval 1m"
+        )
+    if interval not in INTERVALS:
+        parser.error(
+            f"--interval {interval!r} is not a Binance interval: use one of {', '.join(INTERVALS)}"
+        )
+    series = Series(args.file, symbol.upper(), interval)
     server = database_url_from_settings(load_settings())
     csv_bytes = gzip.decompress(args.file.read_bytes())
-    results = asyncio.run(bench_in_scratch_database(server, args.file, csv_bytes, args.repeat))
+    results = asyncio.run(bench_in_scratch_database(server, series, csv_bytes, args.repeat))
     report(results, args.file, args.repeat)
 
 

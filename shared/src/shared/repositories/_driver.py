@@ -57,7 +57,8 @@ class DriverStatement:
         self.columns = None if columns is None else list(columns)
         self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
 
-    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    def compiled(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        """The SQL the driver runs and the names of its values, in parameter order."""
         found = self._compiled.get(dialect.name)
         if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.columns)
@@ -88,7 +89,7 @@ class DriverStatement:
     async def _run(
         self, where: AsyncConnection, driver: Any, method: str, values: Mapping[str, Any]
     ) -> Any:
-        sql, names = self._sql(where.dialect)
+        sql, names = self.compiled(where.dialect)
         try:
             return await getattr(driver, method)(sql, *(values[name] for name in names))
         except Exception as exc:
