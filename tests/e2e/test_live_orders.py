@@ -18,6 +18,7 @@ import pytest
 from shared.db import create_engine, create_sessionmaker, list_orders, list_positions, list_trades
 from shared.models import Order, OrderStatus
 from sqlalchemy import text
+from trading_cli.run_commands import SIMULATOR
 
 from tests.e2e.platform_harness import RunningPlatform, running_platform, write_slice
 
@@ -107,6 +108,11 @@ async def database_state(database_url: str) -> tuple[list[str], list[Order], lis
     return signal_ids, orders, trades, positions
 
 
+def command_line(pid: int) -> bytes:
+    """A running process's arguments, as `ps` shows them to every local user."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def rejected_by_risk(order: Order) -> bool:
     return order.status is OrderStatus.REJECTED and (order.reason or "").startswith("risk:")
 
@@ -155,6 +161,16 @@ async def test_live_orders_reach_the_simulator_exactly_once_despite_dropped_resp
         requests: list[dict[str, Any]] = (await platform.sim("GET", "requests"))["requests"]
         api_key = platform.platform.env["BINANCE_API_KEY"]
         accounts = (await platform.sim("GET", f"accounts?api_key={api_key}"))["accounts"]
+        simulator = platform.platform.supervisor.process(SIMULATOR)
+        assert simulator is not None
+        simulator_command_line = command_line(simulator.pid)
+
+    # The simulator got the key pair the services signed with from its environment: not on
+    # its command line, which every local user can read (`ps`).
+    api_secret = platform.platform.env["BINANCE_API_SECRET"]
+    assert b"simulator" in simulator_command_line
+    assert api_key.encode() not in simulator_command_line
+    assert api_secret.encode() not in simulator_command_line
 
     signal_ids, orders, trades, positions = await database_state(migrated_database_url)
 

@@ -107,7 +107,10 @@ def _patched_environ(extra: dict[str, str]) -> Any:
 def _simulator_child(options: RunOptions, env: dict[str, str], logs: Path) -> ChildProcess:
     key, secret = secrets.token_hex(16), secrets.token_hex(32)
     argv = [sys.executable, "-m", "trading_cli", "simulator", "--speed", options.speed]
-    argv += ["--port", str(options.sim_port), "--api-key", f"{key}:{secret}"]
+    # The key pair goes to the simulator in its environment (BINANCE_API_KEY/SECRET below,
+    # which it accepts when given no --api-key), not on its command line, which any local
+    # user can read in `ps` for as long as it runs.
+    argv += ["--port", str(options.sim_port)]
     argv += ["--history", str(options.history)]
     for file in options.data:
         argv += ["--data", str(file)]

@@ -165,7 +165,8 @@ def simulator(
         typer.Option(
             "--api-key",
             help="KEY:SECRET accepted by the simulator; repeatable "
-            "(default: BINANCE_API_KEY/BINANCE_API_SECRET).",
+            "(default: BINANCE_API_KEY/BINANCE_API_SECRET, which keep the pair out of "
+            "the command line that every local user can read).",
         ),
     ] = None,
     balance: Annotated[
