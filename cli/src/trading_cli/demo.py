@@ -63,6 +63,9 @@ def demo(
         raise fail(f"no sample candle files in {sample_dir}: run from a checkout of the project")
     settings = settings_or_exit()
     if live:
+        from trading_cli.run_commands import require_simulator_speed
+
+        require_simulator_speed(speed)  # before the demo database is made afresh
         _live_demo(files, speed=speed, duration=duration, port_base=port_base, sim_port=sim_port)
         return
     console.print(f"Importing {len(files)} sample files from {sample_dir}", highlight=False)

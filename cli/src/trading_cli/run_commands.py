@@ -104,6 +104,16 @@ def _patched_environ(extra: dict[str, str]) -> Any:
                 os.environ[key] = value
 
 
+def require_simulator_speed(speed: str) -> None:
+    """Fail now, before anything starts, on a --speed the simulator would refuse."""
+    from exchange_simulator.app import parse_speed
+
+    try:
+        parse_speed(speed)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
 def _simulator_child(options: RunOptions, env: dict[str, str], logs: Path) -> ChildProcess:
     key, secret = secrets.token_hex(16), secrets.token_hex(32)
     argv = [sys.executable, "-m", "trading_cli", "simulator", "--speed", options.speed]
@@ -378,6 +388,7 @@ def run(
             if not file.is_file():
                 raise fail(f"no candle file at {file}: pass an existing file with --data")
             resolve_series(file, None, None)  # a name the simulator cannot read fails here
+        require_simulator_speed(speed)
     elif exchange != "binance":
         raise fail(f"--exchange {exchange!r}: choose 'binance' or 'sim'")
     elif data:
