@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trading_cli.data_commands import EXIT_BAD_INPUT
+from trading_cli.data_commands import EXIT_BAD_INPUT, EXIT_BAD_SETTING
 from trading_cli.main import app
 from typer.testing import CliRunner
 
@@ -45,3 +45,16 @@ def test_a_bad_option_is_one_error_line_and_nothing_starts(args: list[str], mess
     assert output.startswith("Error: ")
     assert message in output
     assert output.count("\n") == 1  # one line: no traceback, no child's output
+
+
+def test_a_bad_setting_is_one_error_line_not_a_simulator_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings are read before anything starts; their error is reported as such (it was
+    once caught as the simulator's start-up failure and shown as 'exchange-simulator | 2')."""
+    monkeypatch.setenv("COLLECTOR_INTERVALS", "7m")
+    code, output = trading("run", "--exchange", "sim", "--data", str(SAMPLE), "--no-status")
+    assert code == EXIT_BAD_SETTING, output
+    assert output.startswith("Error: Invalid setting COLLECTOR_INTERVALS='7m'")
+    assert "exchange-simulator" not in output
+    assert output.count("\n") == 1

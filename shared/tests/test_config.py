@@ -98,12 +98,39 @@ def test_defaults_run_safely_with_nothing_configured() -> None:
             "0",
             "Invalid setting CIRCUIT_BREAKER_TIMEOUT='0': expected a number greater than 0",
         ),
+        (
+            "COLLECTOR_SYMBOLS",
+            "btc/usdt,ETHUSDT",
+            "Invalid setting COLLECTOR_SYMBOLS='btc/usdt,ETHUSDT': expected comma-separated "
+            "Binance symbols such as BTCUSDT,ETHUSDT ('BTC/USDT' is not one)",
+        ),
+        (
+            "COLLECTOR_SYMBOLS",
+            " , ",
+            "Invalid setting COLLECTOR_SYMBOLS=' , ': expected comma-separated "
+            "Binance symbols such as BTCUSDT,ETHUSDT",
+        ),
+        (
+            "COLLECTOR_INTERVALS",
+            "1m,7m",
+            "Invalid setting COLLECTOR_INTERVALS='1m,7m': expected comma-separated Binance "
+            "intervals from 1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w "
+            "('7m' is not one)",
+        ),
     ],
 )
 def test_a_bad_value_fails_with_one_line_naming_the_variable_and_what_it_accepts(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
 ) -> None:
     assert settings_error(monkeypatch, **{variable: value}) == expected
+
+
+def test_collector_series_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_SYMBOLS", " btcusdt, EthUsdt ,")
+    monkeypatch.setenv("COLLECTOR_INTERVALS", "1m, 15m")
+    settings = load_settings()
+    assert settings.collector_symbols == "BTCUSDT,ETHUSDT"
+    assert settings.collector_intervals == "1m,15m"
 
 
 def test_every_bad_value_is_named_in_the_same_line(monkeypatch: pytest.MonkeyPatch) -> None:

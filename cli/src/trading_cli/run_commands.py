@@ -282,6 +282,11 @@ async def run_platform(options: RunOptions) -> int:
     try:
         try:
             await platform.start()
+        except typer.Exit:
+            # A bad setting or an embedded server that would not start, reported already
+            # in one line. (click's Exit is a RuntimeError: it must not be taken for the
+            # simulator's failure below.)
+            raise
         except RuntimeError as exc:
             platform.sink(SIMULATOR, str(exc))
             return 1

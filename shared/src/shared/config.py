@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.models import INTERVALS
+
 BINANCE_REST_URL = "https://api.binance.com"
 BINANCE_STREAM_URL = "wss://stream.binance.com:9443"
 BINANCE_TESTNET_REST_URL = "https://testnet.binance.vision"
@@ -131,6 +133,30 @@ class Settings(BaseSettings):
         if any(character.isspace() for character in raw.strip()):
             raise ValueError("must be one word: it contains a space or line break")
         return raw.strip()
+
+    @field_validator("collector_symbols")
+    @classmethod
+    def _binance_symbols(cls, value: str) -> str:
+        symbols = [symbol.strip().upper() for symbol in value.split(",") if symbol.strip()]
+        wrong = [symbol for symbol in symbols if not symbol.isascii() or not symbol.isalnum()]
+        if not symbols or wrong:
+            named = f" ({', '.join(map(repr, wrong))} is not one)" if wrong else ""
+            raise ValueError(
+                f"expected comma-separated Binance symbols such as BTCUSDT,ETHUSDT{named}"
+            )
+        return ",".join(symbols)
+
+    @field_validator("collector_intervals")
+    @classmethod
+    def _binance_intervals(cls, value: str) -> str:
+        intervals = [interval.strip() for interval in value.split(",") if interval.strip()]
+        wrong = [interval for interval in intervals if interval not in INTERVALS]
+        if not intervals or wrong:
+            named = f" ({', '.join(map(repr, wrong))} is not one)" if wrong else ""
+            raise ValueError(
+                f"expected comma-separated Binance intervals from {', '.join(INTERVALS)}{named}"
+            )
+        return ",".join(intervals)
 
     @field_validator("trading_data_dir", mode="before")
     @classmethod
