@@ -33,6 +33,7 @@ from shared.metrics import ORDERS_TOTAL, RISK_REJECTIONS_TOTAL
 from shared.models import Candle, Order, OrderStatus, Side, Signal, Trade
 from shared.streams import ORDERS
 from shared.testing.writers import HoldingWriter, RetryingWriter
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from strategy_engine.plugin_loader import load_strategy
 
@@ -437,6 +438,47 @@ async def test_after_a_restart_late_signals_fill_at_the_open_after_their_candle_
     backtest = [(time, f.side, f.quantity, f.price, f.fee) for time, f in engine.simulator.fills]
     assert live == backtest
     assert executor.account.equity({"BTCUSDT": bars[-1].close}) == result.final_equity
+
+
+async def test_a_signal_of_the_newest_candle_waits_for_the_next_without_asking_the_database(
+    sessions, redis, redis_namespace
+):
+    """A live signal's candle is the newest the executor has handled: the next one can only
+    come later on the candles stream, so the order waits for it without a lookup (a round
+    trip that would find nothing, on the connection the next signal's INSERT needs). A
+    signal that overtook stored candles still looks them up, on the same executor."""
+    candle_queries: list[str] = []
+
+    def count_candle_queries(conn, cursor, statement, parameters, context, executemany):
+        if "FROM candles" in statement:
+            candle_queries.append(statement)
+
+    engine = sessions.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", count_candle_queries)
+    try:
+        executor = make_executor(sessions, redis, redis_namespace)
+        await executor.start()
+        bars = [candle(i, str(100 + i), str(100 + i)) for i in range(4)]
+        async with sessions.begin() as session:
+            await upsert_candles(session, bars[:1])
+        candle_queries.clear()
+        await executor.on_candle(bars[0])
+        buy = await executor.on_signal(signal(bars[0], Side.BUY, "1", "sig-live"))
+        assert buy.status is OrderStatus.PENDING
+        assert candle_queries == []
+        await executor.on_candle(bars[1])  # the next candle fills it at its open
+        async with sessions() as session:
+            filled = await get_order(session, buy.client_order_id)
+        assert filled is not None
+        assert (filled.status, filled.avg_fill_price) == (OrderStatus.FILLED, D(101))
+
+        async with sessions.begin() as session:
+            await upsert_candles(session, bars[1:])  # stored, not yet handled here
+        sell = await executor.on_signal(signal(bars[2], Side.SELL, "1", "sig-ahead"))
+        assert len(candle_queries) == 1  # bars[2] not seen here: its next one is looked up
+        assert (sell.status, sell.avg_fill_price) == (OrderStatus.FILLED, D(103))
+    finally:
+        event.remove(engine, "before_cursor_execute", count_candle_queries)
 
 
 async def test_a_waiting_order_fills_before_a_later_signal_that_overtook_its_candle(

@@ -16,8 +16,10 @@ account and the risk state see candles and signals in the order they were handle
 A dry-run order of a signal of candle t fills at the open of candle t+1 of the signal's series
 even when the signal comes late (the executor or the strategy engine restarted, a consumer ran
 ahead): t+1 is looked up in the candles this process has seen and, when they do not hold it,
-in the database (the data collector stores every closed candle before publishing it). Only a
-t+1 that does not exist yet is waited for, and a waiting order whose t+1 has been stored is
+in the database (the data collector stores every closed candle before publishing it), unless
+the newest candle of the series seen here is t itself: then t+1 comes next on the candles
+stream, as it does for every signal of a live run. Only a t+1 that does not exist yet is
+waited for, and a waiting order whose t+1 has been stored is
 filled before a later signal of its series is handled, even when the candles stream has not
 delivered t+1 here yet. So a late fill is the backtest's fill. The risk state is not rewound
 for it: the candles after t+1 already handled were observed (daily loss limit, stop loss)
@@ -336,11 +338,29 @@ class OrderExecutor:
         if self.broker is not None:
             return await self._finish(await self.broker.execute(stored))
         waiting = _Waiting(stored, after, interval)
+        if self._next_comes_on_the_stream(waiting):
+            self._waiting.append(waiting)
+            return stored
         candle = await self._next_candle(waiting)
         if candle is None:
             self._waiting.append(waiting)
             return stored
         return await self._fill_on_paper(stored, candle)
+
+    def _next_comes_on_the_stream(self, waiting: _Waiting) -> bool:
+        """Whether the newest candle of the order's series handled here is the order's own.
+
+        Then the next one, stored yet or not, is still to come on the candles stream (read
+        in order) and its handler fills the order at its open, as a lookup would. So no
+        database lookup, which in a live run is one round trip per signal that finds
+        nothing, on the writer's connection that the next signal's INSERT waits for. A
+        later signal of the series that overtakes that candle still looks it up
+        (`_fill_overtaken`).
+        """
+        recent = self._recent.get((waiting.order.symbol, waiting.interval or ""))
+        if not recent:
+            return False
+        return recent[-1].open_time == waiting.after
 
     async def _fill_overtaken(self, signal: Signal) -> None:
         """Fill the waiting dry-run orders of `signal`'s series from before its candle.
