@@ -16,16 +16,16 @@ account and the risk state see candles and signals in the order they were handle
 A dry-run order of a signal of candle t fills at the open of candle t+1 of the signal's series
 even when the signal comes late (the executor or the strategy engine restarted, a consumer ran
 ahead): t+1 is looked up in the candles this process has seen and, when they do not hold it,
-in the database (the data collector stores every closed candle before publishing it), unless
-the newest candle of the series seen here is t itself: then t+1 comes next on the candles
-stream, as it does for every signal of a live run. Only a t+1 that does not exist yet is
-waited for, and a waiting order whose t+1 has been stored is
-filled before a later signal of its series is handled, even when the candles stream has not
-delivered t+1 here yet. So a late fill is the backtest's fill. The risk state is not rewound
-for it: the candles after t+1 already handled were observed (daily loss limit, stop loss)
-without the fill, and it is seen from the next candle on. The BUY check
-itself is the backtest's (t's close, the position and value after the fills before it) as
-long as signals arrive in order, which the signals stream keeps.
+in the database (the data collector stores every closed candle before publishing it). The
+lookup is skipped when the newest candle of the series handled here is t itself, as for every
+signal of a live run: t+1, stored yet or not, comes next on the candles stream, whose handler
+fills the order at its open. A waiting order whose t+1 has been stored is filled before a
+later signal of its series is handled, even when the candles stream has not delivered t+1
+here yet. So a late fill is the backtest's fill. The risk state is not rewound for it: the
+candles after t+1 already handled were observed (daily loss limit, stop loss) without the
+fill, and it is seen from the next candle on. The BUY check itself is the backtest's (t's
+close, the position and value after the fills before it) as long as signals arrive in order,
+which the signals stream keeps.
 
 Every state change is committed, then published on the ``orders`` stream (the `Order`, and a
 `Trade` per fill), counted in ``orders_total{status,side}`` when final, and sent to Telegram.
