@@ -114,6 +114,11 @@ def test_a_service_not_running_is_down_in_the_table(base: int) -> None:
     rows = {line.split()[1]: line for line in output.splitlines() if "│" in line[:2]}
     assert "down" in rows["portfolio-manager"]
     assert "ok" in rows["data-collector"]
+    code, output = status("portfolio-manager", "--port-base", str(base), "--json")
+    (probe,) = json.loads(output)
+    assert probe["failing"] == {
+        "connection": f"nothing answers on 127.0.0.1:{base + 4}: is it running? (trading run)"
+    }
 
 
 def test_only_the_named_services_are_checked(base: int) -> None:
