@@ -23,7 +23,7 @@ DEMO_SERVICE = """
 import os
 import sys
 
-from shared.service import run_service
+from shared.service import ServiceConfigError, run_service
 
 NS = os.environ["DEMO_NAMESPACE"]
 
@@ -33,6 +33,9 @@ def say(text):
 
 
 def tasks(ctx):
+    if os.environ.get("DEMO_MODE") == "misconfigured":
+        raise ServiceConfigError("DEMO_SYMBOL: FOOUSDT is not listed: check the spelling")
+
     async def handle(candle):
         say(f"HANDLING {candle.symbol}")
         # In flight until the test releases it (after it has sent SIGTERM).
@@ -42,6 +45,10 @@ def tasks(ctx):
 
     ctx.on_stop(lambda: say("STOPPING"))
     work = [ctx.consumer("jobs", handle, block_ms=100).run()]
+    if os.environ.get("DEMO_MODE") == "misconfigured-task":
+        async def check():
+            raise ServiceConfigError("DEMO_SYMBOL: FOOUSDT is not listed: check the spelling")
+        work.append(check())
     if os.environ.get("DEMO_MODE") == "crash":
         async def crash():
             say("CRASHING")
@@ -227,3 +234,26 @@ async def test_invalid_setting_is_one_line_and_exit_2(start_demo: object) -> Non
     lines = demo.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("demo: Invalid setting HEALTH_PORT='not-a-port'")
+
+
+@pytest.mark.parametrize("mode", ["misconfigured", "misconfigured-task"])
+async def test_a_setting_found_wrong_at_start_is_one_error_alerted_once_and_exit_2(
+    start_demo: object, mode: str
+) -> None:
+    """A `ServiceConfigError` from the tasks factory or a task (e.g. a symbol the exchange
+    does not list): logged and alerted once, no traceback, and exit 2 so that no supervisor
+    restarts it."""
+    async with TelegramStandIn() as standin:
+        demo: Demo = await start_demo(  # type: ignore[operator]
+            DEMO_MODE=mode,
+            TELEGRAM_ENABLED="true",
+            TELEGRAM_BOT_TOKEN=BOT_TOKEN,
+            TELEGRAM_CHAT_ID="42",
+            TELEGRAM_API_URL=standin.api_url,
+        )
+        assert await demo.wait() == 2, demo.output
+        messages = standin.messages
+    assert "DEMO_SYMBOL: FOOUSDT is not listed: check the spelling" in demo.output
+    assert "Traceback" not in demo.output
+    alerts = [message for message in messages if "FOOUSDT is not listed" in message.text]
+    assert len(alerts) == 1

@@ -262,21 +262,64 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_python_m_data_collector_publishes_candles_reports_health_and_exits_0_on_sigterm(
-    tmp_path: Path, sim, redis, redis_namespace, redis_server_url, migrated_database_url
-):
-    port = _free_port()
+def collector_env(
+    tmp_path: Path,
+    sim: RunningSimulator,
+    namespace: str,
+    redis_url: str,
+    database_url: str,
+    health_port: int,
+) -> dict[str, str]:
+    """`python -m data_collector`'s environment: the test's stores, the simulator, SYMBOLS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BINANCE_"))}
     env.update(
-        REDIS_URL=redis_server_url,
-        DATABASE_URL=migrated_database_url,
-        HEALTH_PORT=str(port),
-        BUS_NAMESPACE=redis_namespace,
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        HEALTH_PORT=str(health_port),
+        BUS_NAMESPACE=namespace,
         BINANCE_BASE_URL=sim.base_url,
         BINANCE_WS_URL=sim.ws_url,
         COLLECTOR_SYMBOLS=",".join(SYMBOLS),
         COLLECTOR_HISTORY_CANDLES="3",
         TRADING_DATA_DIR=str(tmp_path),
+    )
+    return env
+
+
+async def test_a_symbol_the_exchange_does_not_list_stops_the_collector_with_exit_2(
+    tmp_path: Path, sim, redis_namespace, redis_server_url, migrated_database_url
+):
+    """A typo in COLLECTOR_SYMBOLS is one error line naming it, and exit 2 (not restarted by
+    `trading run`), instead of a crash on the first kline request at every restart."""
+    env = collector_env(
+        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, _free_port()
+    )
+    env["COLLECTOR_SYMBOLS"] = "BTCUSDT,BTCUSTD"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "data_collector",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(60):
+        output, _ = await proc.communicate()
+    text = output.decode()
+    assert proc.returncode == 2, text
+    assert (
+        f"COLLECTOR_SYMBOLS: BTCUSTD is not a spot market on {sim.base_url}: check the spelling"
+        in text
+    )
+    assert "Traceback" not in text
+
+
+async def test_python_m_data_collector_publishes_candles_reports_health_and_exits_0_on_sigterm(
+    tmp_path: Path, sim, redis, redis_namespace, redis_server_url, migrated_database_url
+):
+    port = _free_port()
+    env = collector_env(
+        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, port
     )
     log = (tmp_path / "collector.log").open("wb")
     proc = await asyncio.create_subprocess_exec(

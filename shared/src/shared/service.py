@@ -21,7 +21,11 @@ of the platform) and the health + metrics server on HEALTH_PORT, sets
   the notifier (Telegram), the others are stopped the same
   way, exit status 1, so a supervisor restarts a clean process rather than leaving a
   half-alive one;
-- every task returning: a clean exit, status 0.
+- every task returning: a clean exit, status 0;
+- the tasks factory or a task raising `ServiceConfigError` (a setting only checkable once
+  running, such as a symbol the exchange does not list): its one line is logged at ERROR
+  (no traceback), the others are stopped, and the exit status is 2, like an invalid
+  setting's, so a supervisor does not restart it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ __all__ = [
     "EXIT_CRASHED",
     "EXIT_OK",
     "EXIT_SETTINGS",
+    "ServiceConfigError",
     "ServiceContext",
     "TasksFactory",
     "run_service",
@@ -67,6 +72,12 @@ EXIT_CRASHED = 1
 EXIT_SETTINGS = 2
 
 StopCallback = Callable[[], Awaitable[object] | object]
+
+
+class ServiceConfigError(ValueError):
+    """A setting that is valid in form but wrong for the world the service runs in (checked
+    by its tasks factory or a task: a symbol the exchange does not list, say). One line
+    naming the setting and how to fix it; the service exits with `EXIT_SETTINGS`."""
 
 
 @dataclass
@@ -260,9 +271,14 @@ async def _run_tasks(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
     try:
-        made = tasks_factory(context)
-        if inspect.isawaitable(made):
-            made = await made
+        try:
+            made = tasks_factory(context)
+            if inspect.isawaitable(made):
+                made = await made
+        except ServiceConfigError as exc:
+            # Logged at ERROR: counted and alerted (Telegram) like any failure to start.
+            log.error("service misconfigured", service=context.name, error=str(exc))
+            return EXIT_SETTINGS
         tasks: set[asyncio.Future[Any]] = {asyncio.ensure_future(work) for work in made}
         stop_waiter = asyncio.ensure_future(stop_requested.wait())
         status = EXIT_OK
@@ -273,8 +289,7 @@ async def _run_tasks(
                 )
                 for task in done - {stop_waiter}:
                     tasks.discard(task)
-                    if _crashed(context, task):
-                        status = EXIT_CRASHED
+                    status = max(status, _exit_status(context, task))
                 if status != EXIT_OK:
                     break
         finally:
@@ -288,22 +303,26 @@ async def _run_tasks(
             loop.remove_signal_handler(sig)
 
 
-def _crashed(context: ServiceContext, task: asyncio.Future[Any]) -> bool:
-    """Log and alert a task that raised; True if it did."""
+def _exit_status(context: ServiceContext, task: asyncio.Future[Any]) -> int:
+    """Log and alert a task that raised: `EXIT_SETTINGS` for a `ServiceConfigError` (its one
+    line, no traceback), `EXIT_CRASHED` for any other error; `EXIT_OK` if it did not raise."""
     if task.cancelled():
-        return False
+        return EXIT_OK
     error = task.exception()
     if error is None:
-        return False
+        return EXIT_OK
     # Logged at ERROR: shared.logging counts it in errors_total and hands it to the
     # notifier's send_error, so it is alerted exactly once.
+    if isinstance(error, ServiceConfigError):
+        log.error("service misconfigured", service=context.name, error=str(error))
+        return EXIT_SETTINGS
     log.error(
         "service task crashed",
         service=context.name,
         error=f"{type(error).__name__}: {error}",
         exc_info=error,
     )
-    return True
+    return EXIT_CRASHED
 
 
 async def _drain(
@@ -323,6 +342,5 @@ async def _drain(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     for task in done:
-        if _crashed(context, task):
-            status = EXIT_CRASHED
+        status = max(status, _exit_status(context, task))
     return status

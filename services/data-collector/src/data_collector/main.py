@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.exchange import BinanceExchange
 from shared.healthcheck import CheckFunc, age_check, flag_check
 from shared.models import interval_delta
-from shared.service import ServiceContext, run_service
+from shared.service import ServiceConfigError, ServiceContext, run_service
 
 from data_collector.collector import DataCollector, Series
 from data_collector.storage import CandleStorage
@@ -24,14 +24,24 @@ SERVICE = "data-collector"
 
 
 def configured_series(settings: Settings) -> list[Series]:
-    """Every (symbol, interval) pair of COLLECTOR_SYMBOLS × COLLECTOR_INTERVALS."""
-    symbols = [s.strip().upper() for s in settings.collector_symbols.split(",") if s.strip()]
-    intervals = [i.strip() for i in settings.collector_intervals.split(",") if i.strip()]
-    for interval in intervals:
-        interval_delta(interval)  # an unknown one fails here, naming the accepted values
-    if not symbols or not intervals:
-        raise ValueError("COLLECTOR_SYMBOLS and COLLECTOR_INTERVALS must name at least one each")
+    """Every (symbol, interval) pair of COLLECTOR_SYMBOLS × COLLECTOR_INTERVALS (which the
+    settings hold validated: Binance intervals, upper-case symbols, at least one of each)."""
+    symbols = settings.collector_symbols.split(",")
+    intervals = settings.collector_intervals.split(",")
     return [(symbol, interval) for symbol in symbols for interval in intervals]
+
+
+async def require_listed_symbols(exchange: BinanceExchange, settings: Settings) -> None:
+    """Stop with one line when a COLLECTOR_SYMBOLS entry is not a spot market on the exchange
+    (a typo, or a pair the simulator does not replay): otherwise every start would fail on
+    its first kline request, restarted forever."""
+    unknown = await exchange.unknown_symbols(settings.collector_symbols.split(","))
+    if unknown:
+        raise ServiceConfigError(
+            f"COLLECTOR_SYMBOLS: {', '.join(unknown)} "
+            f"{'is not a spot market' if len(unknown) == 1 else 'are not spot markets'} on "
+            f"{settings.binance_base_url}: check the spelling (Binance writes BTCUSDT)"
+        )
 
 
 def health_checks(collector: DataCollector) -> dict[str, CheckFunc]:
@@ -71,7 +81,10 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
 
     async def run() -> None:
         try:
-            await collector.run()
+            # In the task, so that a stop during an exchange outage cancels its retries.
+            await require_listed_symbols(exchange, settings)
+            if not ctx.stopping.is_set():  # a stop that came meanwhile found nothing running
+                await collector.run()
         finally:
             await exchange.close()
 

@@ -21,7 +21,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -280,6 +280,12 @@ class BinanceExchange:
             self._filters.clear()
         if not self._clock_synced:
             await self._call(self.sync_clock)
+
+    async def unknown_symbols(self, symbols: Iterable[str]) -> list[str]:
+        """Those of `symbols` (Binance ids such as BTCUSDT) that are not spot markets here."""
+        await self.load_markets()
+        markets = self._ex.markets_by_id or {}
+        return [symbol for symbol in symbols if not markets.get(symbol)]
 
     def _unified(self, symbol: str) -> str:
         markets = self._ex.markets_by_id or {}
