@@ -6,7 +6,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from shared.config import load_settings
 from strategy_engine.instances import DEFAULT_ENGINE_CONFIG, EngineConfigError, load_instances
+from strategy_engine.main import uncollected
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -71,3 +73,24 @@ def test_each_mistake_is_one_line_naming_it(tmp_path: Path, text: str, message: 
 def test_missing_file_says_which_setting_to_fix(tmp_path: Path) -> None:
     with pytest.raises(EngineConfigError, match="STRATEGY_ENGINE_CONFIG"):
         load_instances(tmp_path / "nope.yaml")
+
+
+def test_instances_of_series_the_collector_does_not_collect_are_named() -> None:
+    instances = load_instances(DEFAULT_ENGINE_CONFIG)  # ema BTCUSDT 1m, rsi ETHUSDT 1m
+    both = load_settings(collector_symbols="BTCUSDT,ETHUSDT", collector_intervals="1m")
+    assert uncollected(instances, both) == []
+    btc_only = load_settings(collector_symbols="btcusdt", collector_intervals="1m,5m")
+    assert [(i.symbol, i.interval) for i in uncollected(instances, btc_only)] == [("ETHUSDT", "1m")]
+    other_interval = load_settings(collector_symbols="BTCUSDT,ETHUSDT", collector_intervals="5m")
+    assert len(uncollected(instances, other_interval)) == 2
+
+
+def test_the_default_collector_collects_every_default_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of the box (docker-compose, `trading run` on Binance) every instance of the
+    default engine.yaml gets its candles."""
+    for variable in ("COLLECTOR_SYMBOLS", "COLLECTOR_INTERVALS"):
+        monkeypatch.delenv(variable, raising=False)
+    defaults = load_settings(_env_file=None)
+    assert uncollected(load_instances(DEFAULT_ENGINE_CONFIG), defaults) == []

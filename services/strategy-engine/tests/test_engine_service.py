@@ -117,6 +117,9 @@ async def test_service_turns_bus_candles_into_signals_and_stops_on_sigterm(
     assert len(expected) >= 4
     await bus.publish_many(CANDLES, candles)
     stderr = tmp_path / "stderr.log"
+    # The collector of these settings collects BTCUSDT 5m only: the engine warns that its
+    # BTCUSDT 1m instance gets no candles from it (and still handles those on the bus).
+    service_env = {**service_env, "COLLECTOR_SYMBOLS": "BTCUSDT", "COLLECTOR_INTERVALS": "5m"}
     with stderr.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -137,7 +140,10 @@ async def test_service_turns_bus_candles_into_signals_and_stops_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert '"signal generated"' in stderr.read_text()
+    output = stderr.read_text()
+    assert '"signal generated"' in output
+    assert output.count("no candles will come for this instance") == 1
+    assert "add the symbol to COLLECTOR_SYMBOLS" in output
 
 
 def test_bad_engine_config_is_one_line_and_exit_status_2(

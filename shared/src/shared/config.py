@@ -94,7 +94,7 @@ class Settings(BaseSettings):
 
     # Data collector: comma-separated symbols and intervals (every pair is collected) and how
     # many closed candles of each series to fetch on the first start (nothing stored yet)
-    collector_symbols: str = "BTCUSDT"
+    collector_symbols: str = "BTCUSDT,ETHUSDT"  # the series of the default engine.yaml
     collector_intervals: str = "1m"
     collector_history_candles: int = Field(default=500, ge=0)
 
@@ -163,6 +163,14 @@ class Settings(BaseSettings):
     def _blank_is_default_dir(cls, value: Any) -> Any:
         # TRADING_DATA_DIR= (blank) would otherwise mean the current folder.
         return Path(".trading") if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def collector_series(self) -> list[tuple[str, str]]:
+        """Every (symbol, interval) pair of COLLECTOR_SYMBOLS × COLLECTOR_INTERVALS: the
+        series the data collector collects."""
+        symbols = self.collector_symbols.split(",")
+        intervals = self.collector_intervals.split(",")
+        return [(symbol, interval) for symbol in symbols for interval in intervals]
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

@@ -17,18 +17,10 @@ from shared.healthcheck import CheckFunc, age_check, flag_check
 from shared.models import interval_delta
 from shared.service import ServiceConfigError, ServiceContext, run_service
 
-from data_collector.collector import DataCollector, Series
+from data_collector.collector import DataCollector
 from data_collector.storage import CandleStorage
 
 SERVICE = "data-collector"
-
-
-def configured_series(settings: Settings) -> list[Series]:
-    """Every (symbol, interval) pair of COLLECTOR_SYMBOLS × COLLECTOR_INTERVALS (which the
-    settings hold validated: Binance intervals, upper-case symbols, at least one of each)."""
-    symbols = settings.collector_symbols.split(",")
-    intervals = settings.collector_intervals.split(",")
-    return [(symbol, interval) for symbol in symbols for interval in intervals]
 
 
 async def require_listed_symbols(exchange: BinanceExchange, settings: Settings) -> None:
@@ -72,7 +64,7 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
         storage=CandleStorage(ctx.database.sessions, ctx.database.writer),
         bus=ctx.bus,
         ws_url=settings.binance_ws_url,
-        series=configured_series(settings),
+        series=settings.collector_series,
         history_candles=settings.collector_history_candles,
     )
     for name, check in health_checks(collector).items():

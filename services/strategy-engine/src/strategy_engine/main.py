@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable
 
-from shared.config import SettingsError, load_settings
+import structlog
+from shared.config import Settings, SettingsError, load_settings
 from shared.models import Candle
 from shared.service import EXIT_SETTINGS, ServiceContext, TasksFactory, run_service
 from shared.streams import CANDLES
@@ -18,12 +19,29 @@ from shared.streams import CANDLES
 from strategy_engine.engine import SERVICE, StrategyEngine
 from strategy_engine.instances import EngineConfigError, StrategyInstance, load_instances
 
+log = structlog.get_logger("strategy_engine")
+
+
+def uncollected(instances: list[StrategyInstance], settings: Settings) -> list[StrategyInstance]:
+    """The instances whose series the data collector, configured by these same settings,
+    does not collect (COLLECTOR_SYMBOLS × COLLECTOR_INTERVALS): they would get no candles."""
+    collected = set(settings.collector_series)
+    return [i for i in instances if (i.symbol, i.interval) not in collected]
+
 
 def build_tasks(instances: list[StrategyInstance]) -> TasksFactory:
     """The service's tasks factory for `shared.service.serve`, running ``instances``."""
 
     async def tasks(ctx: ServiceContext) -> list[Awaitable[None]]:
         assert ctx.database is not None
+        for instance in uncollected(instances, ctx.settings):
+            # A warning, not an error: another collector, set up differently, may store it.
+            log.warning(
+                "no candles will come for this instance unless another collector stores them",
+                instance=instance.key,
+                series=f"{instance.symbol} {instance.interval}",
+                hint="add the symbol to COLLECTOR_SYMBOLS and the interval to COLLECTOR_INTERVALS",
+            )
         engine = StrategyEngine(
             instances,
             sessions=ctx.database.sessions,
