@@ -23,7 +23,7 @@ DEMO_SERVICE = """
 import os
 import sys
 
-from shared.service import ServiceConfigError, run_service
+from shared.service import ServiceConfigError, ServiceUnavailableError, run_service
 
 NS = os.environ["DEMO_NAMESPACE"]
 
@@ -49,6 +49,10 @@ def tasks(ctx):
         async def check():
             raise ServiceConfigError("DEMO_SYMBOL: FOOUSDT is not listed: check the spelling")
         work.append(check())
+    if os.environ.get("DEMO_MODE") == "unavailable":
+        async def reach():
+            raise ServiceUnavailableError("the exchange at DEMO_URL=http://x does not answer")
+        work.append(reach())
     if os.environ.get("DEMO_MODE") == "crash":
         async def crash():
             say("CRASHING")
@@ -257,3 +261,15 @@ async def test_a_setting_found_wrong_at_start_is_one_error_alerted_once_and_exit
     assert "Traceback" not in demo.output
     alerts = [message for message in messages if "FOOUSDT is not listed" in message.text]
     assert len(alerts) == 1
+
+
+async def test_an_unavailable_dependency_exits_1_with_one_line_and_no_traceback(
+    start_demo: object,
+) -> None:
+    """Restarted like a crash (status 1), but logged as its one line: an outage's traceback
+    says nothing the line does not, and it would repeat at every restart."""
+    demo: Demo = await start_demo(DEMO_MODE="unavailable")  # type: ignore[operator]
+    assert await demo.wait() == 1, demo.output
+    assert "the exchange at DEMO_URL=http://x does not answer" in demo.output
+    assert "service dependency unavailable" in demo.output
+    assert "Traceback" not in demo.output

@@ -314,6 +314,31 @@ async def test_a_symbol_the_exchange_does_not_list_stops_the_collector_with_exit
     assert "Traceback" not in text
 
 
+async def test_an_exchange_that_does_not_answer_is_one_line_naming_the_url_and_exit_1(
+    tmp_path: Path, sim, redis_namespace, redis_server_url, migrated_database_url
+):
+    """A wrong BINANCE_BASE_URL (or an outage): once the REST retries are spent, one line
+    naming the setting, no traceback, and exit 1 so that `trading run` restarts it."""
+    env = collector_env(
+        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, _free_port()
+    )
+    env["BINANCE_BASE_URL"] = nowhere = f"http://127.0.0.1:{_free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "data_collector",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(90):
+        output, _ = await proc.communicate()
+    text = output.decode()
+    assert proc.returncode == 1, text
+    assert f"the exchange at BINANCE_BASE_URL={nowhere} does not answer" in text
+    assert "Traceback" not in text
+
+
 async def test_python_m_data_collector_publishes_candles_reports_health_and_exits_0_on_sigterm(
     tmp_path: Path, sim, redis, redis_namespace, redis_server_url, migrated_database_url
 ):

@@ -22,6 +22,8 @@ of the platform) and the health + metrics server on HEALTH_PORT, sets
   way, exit status 1, so a supervisor restarts a clean process rather than leaving a
   half-alive one;
 - every task returning: a clean exit, status 0;
+- a task raising `ServiceUnavailableError` (a dependency that does not answer): as a crash,
+  status 1, but its one line is logged without a traceback;
 - the tasks factory or a task raising `ServiceConfigError` (a setting only checkable once
   running, such as a symbol the exchange does not list): its one line is logged at ERROR
   (no traceback), the others are stopped, and the exit status is 2, like an invalid
@@ -60,6 +62,7 @@ __all__ = [
     "EXIT_SETTINGS",
     "ServiceConfigError",
     "ServiceContext",
+    "ServiceUnavailableError",
     "TasksFactory",
     "run_service",
     "serve",
@@ -72,6 +75,13 @@ EXIT_CRASHED = 1
 EXIT_SETTINGS = 2
 
 StopCallback = Callable[[], Awaitable[object] | object]
+
+
+class ServiceUnavailableError(ConnectionError):
+    """Something the service cannot work without (the exchange, say) does not answer, after
+    the retries of the code that reached it. One line naming what and where (the setting
+    that points there: a typo there looks the same); exit status 1, so a supervisor
+    restarts the service with its growing delay. No traceback: it would say nothing more."""
 
 
 class ServiceConfigError(ValueError):
@@ -316,6 +326,9 @@ def _exit_status(context: ServiceContext, task: asyncio.Future[Any]) -> int:
     if isinstance(error, ServiceConfigError):
         log.error("service misconfigured", service=context.name, error=str(error))
         return EXIT_SETTINGS
+    if isinstance(error, ServiceUnavailableError):
+        log.error("service dependency unavailable", service=context.name, error=str(error))
+        return EXIT_CRASHED
     log.error(
         "service task crashed",
         service=context.name,

@@ -12,10 +12,15 @@ from collections.abc import Awaitable
 from typing import Any
 
 from shared.config import Settings
-from shared.exchange import BinanceExchange
+from shared.exchange import BinanceExchange, TransientExchangeError
 from shared.healthcheck import CheckFunc, age_check, flag_check
 from shared.models import interval_delta
-from shared.service import ServiceConfigError, ServiceContext, run_service
+from shared.service import (
+    ServiceConfigError,
+    ServiceContext,
+    ServiceUnavailableError,
+    run_service,
+)
 
 from data_collector.collector import DataCollector
 from data_collector.storage import CandleStorage
@@ -77,6 +82,12 @@ async def build_tasks(ctx: ServiceContext) -> list[Awaitable[Any]]:
             await require_listed_symbols(exchange, settings)
             if not ctx.stopping.is_set():  # a stop that came meanwhile found nothing running
                 await collector.run()
+        except TransientExchangeError as exc:
+            # Its REST retries are spent: restart (with the supervisor's growing delay).
+            raise ServiceUnavailableError(
+                f"the exchange at BINANCE_BASE_URL={settings.binance_base_url} does not "
+                f"answer ({exc}); check the URL and the network"
+            ) from exc
         finally:
             await exchange.close()
 
