@@ -286,6 +286,22 @@ def collector_env(
     return env
 
 
+async def run_to_exit(env: dict[str, str]) -> tuple[int, str]:
+    """`python -m data_collector` until it exits by itself: (status, its output)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "data_collector",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(90):
+        output, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, output.decode()
+
+
 async def test_a_symbol_the_exchange_does_not_list_stops_the_collector_with_exit_2(
     tmp_path: Path, sim, redis_namespace, redis_server_url, migrated_database_url
 ):
@@ -295,18 +311,8 @@ async def test_a_symbol_the_exchange_does_not_list_stops_the_collector_with_exit
         tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, _free_port()
     )
     env["COLLECTOR_SYMBOLS"] = "BTCUSDT,BTCUSTD"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "data_collector",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(60):
-        output, _ = await proc.communicate()
-    text = output.decode()
-    assert proc.returncode == 2, text
+    status, text = await run_to_exit(env)
+    assert status == 2, text
     assert (
         f"COLLECTOR_SYMBOLS: BTCUSTD is not a spot market on {sim.base_url}: check the spelling"
         in text
@@ -323,18 +329,8 @@ async def test_an_exchange_that_does_not_answer_is_one_line_naming_the_url_and_e
         tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, _free_port()
     )
     env["BINANCE_BASE_URL"] = nowhere = f"http://127.0.0.1:{_free_port()}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "data_collector",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(90):
-        output, _ = await proc.communicate()
-    text = output.decode()
-    assert proc.returncode == 1, text
+    status, text = await run_to_exit(env)
+    assert status == 1, text
     assert f"the exchange at BINANCE_BASE_URL={nowhere} does not answer" in text
     assert "Traceback" not in text
 
