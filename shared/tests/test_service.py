@@ -33,6 +33,8 @@ def say(text):
 
 
 def tasks(ctx):
+    if os.environ.get("DEMO_MODE") == "start-crash":
+        raise RuntimeError("demo start blew up")
     if os.environ.get("DEMO_MODE") == "misconfigured":
         raise ServiceConfigError("DEMO_SYMBOL: FOOUSDT is not listed: check the spelling")
 
@@ -273,3 +275,21 @@ async def test_an_unavailable_dependency_exits_1_with_one_line_and_no_traceback(
     assert "the exchange at DEMO_URL=http://x does not answer" in demo.output
     assert "service dependency unavailable" in demo.output
     assert "Traceback" not in demo.output
+
+
+async def test_a_tasks_factory_that_raises_exits_1_and_alerts_once(start_demo: object) -> None:
+    """An error while the service sets its tasks up (e.g. the executor reconciling orders
+    with an exchange that is down) is a crash like a task's: logged, alerted once, exit 1."""
+    async with TelegramStandIn() as standin:
+        demo: Demo = await start_demo(  # type: ignore[operator]
+            DEMO_MODE="start-crash",
+            TELEGRAM_ENABLED="true",
+            TELEGRAM_BOT_TOKEN=BOT_TOKEN,
+            TELEGRAM_CHAT_ID="42",
+            TELEGRAM_API_URL=standin.api_url,
+        )
+        assert await demo.wait() == 1, demo.output
+        messages = standin.messages
+    assert "service failed to start" in demo.output
+    alerts = [message for message in messages if "demo start blew up" in message.text]
+    assert len(alerts) == 1

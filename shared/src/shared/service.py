@@ -17,8 +17,8 @@ of the platform) and the health + metrics server on HEALTH_PORT, sets
   with `ServiceContext.consumer` stops reading, ``on_stop`` callbacks run), the tasks get
   ``shutdown_timeout`` seconds to finish their in-flight work, stragglers are cancelled,
   connections are closed, exit status 0;
-- a task raising: the error is logged at ERROR, which `shared.logging` counts and hands to
-  the notifier (Telegram), the others are stopped the same
+- the tasks factory or a task raising: the error is logged at ERROR, which `shared.logging`
+  counts and hands to the notifier (Telegram), the others are stopped the same
   way, exit status 1, so a supervisor restarts a clean process rather than leaving a
   half-alive one;
 - every task returning: a clean exit, status 0;
@@ -285,10 +285,9 @@ async def _run_tasks(
             made = tasks_factory(context)
             if inspect.isawaitable(made):
                 made = await made
-        except ServiceConfigError as exc:
-            # Logged at ERROR: counted and alerted (Telegram) like any failure to start.
-            log.error("service misconfigured", service=context.name, error=str(exc))
-            return EXIT_SETTINGS
+        except Exception as exc:
+            # Logged at ERROR, so counted and alerted (Telegram) like a task's crash.
+            return _failure_status(context, exc, "service failed to start")
         tasks: set[asyncio.Future[Any]] = {asyncio.ensure_future(work) for work in made}
         stop_waiter = asyncio.ensure_future(stop_requested.wait())
         status = EXIT_OK
@@ -314,13 +313,19 @@ async def _run_tasks(
 
 
 def _exit_status(context: ServiceContext, task: asyncio.Future[Any]) -> int:
-    """Log and alert a task that raised: `EXIT_SETTINGS` for a `ServiceConfigError` (its one
-    line, no traceback), `EXIT_CRASHED` for any other error; `EXIT_OK` if it did not raise."""
+    """`EXIT_OK` for a task that did not raise; else its error's status (`_failure_status`)."""
     if task.cancelled():
         return EXIT_OK
     error = task.exception()
     if error is None:
         return EXIT_OK
+    return _failure_status(context, error, "service task crashed")
+
+
+def _failure_status(context: ServiceContext, error: BaseException, event: str) -> int:
+    """Log and alert an error of the tasks factory or a task; its exit status:
+    `EXIT_SETTINGS` for a `ServiceConfigError` and `EXIT_CRASHED` for any other, with a
+    traceback except for those two and `ServiceUnavailableError` (their line says it all)."""
     # Logged at ERROR: shared.logging counts it in errors_total and hands it to the
     # notifier's send_error, so it is alerted exactly once.
     if isinstance(error, ServiceConfigError):
@@ -330,7 +335,7 @@ def _exit_status(context: ServiceContext, task: asyncio.Future[Any]) -> int:
         log.error("service dependency unavailable", service=context.name, error=str(error))
         return EXIT_CRASHED
     log.error(
-        "service task crashed",
+        event,
         service=context.name,
         error=f"{type(error).__name__}: {error}",
         exc_info=error,
