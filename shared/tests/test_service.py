@@ -72,6 +72,16 @@ if __name__ == "__main__":
 BOT_TOKEN = "123456:demo-secret-token"
 
 
+def telegram_to(standin: TelegramStandIn) -> dict[str, str]:
+    """The settings that send the demo's alerts to the Bot API stand-in."""
+    return {
+        "TELEGRAM_ENABLED": "true",
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_CHAT_ID": "42",
+        "TELEGRAM_API_URL": standin.api_url,
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -217,13 +227,7 @@ async def test_sigterm_lets_the_in_flight_handler_finish_then_exits_0(
 
 async def test_crashing_task_exits_non_zero_and_alerts(start_demo: object, redis: Redis) -> None:
     async with TelegramStandIn() as standin:
-        demo: Demo = await start_demo(  # type: ignore[operator]
-            DEMO_MODE="crash",
-            TELEGRAM_ENABLED="true",
-            TELEGRAM_BOT_TOKEN=BOT_TOKEN,
-            TELEGRAM_CHAT_ID="42",
-            TELEGRAM_API_URL=standin.api_url,
-        )
+        demo: Demo = await start_demo(DEMO_MODE="crash", **telegram_to(standin))  # type: ignore[operator]
         await demo.expect("CRASHING")
         status = await demo.wait()
         assert status != 0, demo.output
@@ -250,13 +254,7 @@ async def test_a_setting_found_wrong_at_start_is_one_error_alerted_once_and_exit
     does not list): logged and alerted once, no traceback, and exit 2 so that no supervisor
     restarts it."""
     async with TelegramStandIn() as standin:
-        demo: Demo = await start_demo(  # type: ignore[operator]
-            DEMO_MODE=mode,
-            TELEGRAM_ENABLED="true",
-            TELEGRAM_BOT_TOKEN=BOT_TOKEN,
-            TELEGRAM_CHAT_ID="42",
-            TELEGRAM_API_URL=standin.api_url,
-        )
+        demo: Demo = await start_demo(DEMO_MODE=mode, **telegram_to(standin))  # type: ignore[operator]
         assert await demo.wait() == 2, demo.output
         messages = standin.messages
     assert "DEMO_SYMBOL: FOOUSDT is not listed: check the spelling" in demo.output
@@ -281,13 +279,7 @@ async def test_a_tasks_factory_that_raises_exits_1_and_alerts_once(start_demo: o
     """An error while the service sets its tasks up (e.g. the executor reconciling orders
     with an exchange that is down) is a crash like a task's: logged, alerted once, exit 1."""
     async with TelegramStandIn() as standin:
-        demo: Demo = await start_demo(  # type: ignore[operator]
-            DEMO_MODE="start-crash",
-            TELEGRAM_ENABLED="true",
-            TELEGRAM_BOT_TOKEN=BOT_TOKEN,
-            TELEGRAM_CHAT_ID="42",
-            TELEGRAM_API_URL=standin.api_url,
-        )
+        demo: Demo = await start_demo(DEMO_MODE="start-crash", **telegram_to(standin))  # type: ignore[operator]
         assert await demo.wait() == 1, demo.output
         messages = standin.messages
     assert "service failed to start" in demo.output
