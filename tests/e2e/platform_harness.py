@@ -212,6 +212,7 @@ async def running_platform(
         )
         platform = Platform(options, sink=lambda name, line: lines.append((name, line)))
         redis = Redis.from_url(redis_url, decode_responses=True)
+        failed = False
         try:
             await platform.start()
             running = RunningPlatform(
@@ -219,8 +220,15 @@ async def running_platform(
             )
             await running.wait_until(running.all_healthy, "every service healthy", within=180)
             yield running
+        except BaseException:
+            # What each service said and what its /health says now: a failure in another
+            # process is otherwise only "timed out".
+            failed = True
+            for probe in await probe_services(specs, wait_seconds=2.0):
+                print(f"health of {probe.service}: {probe.status} {probe.failing}")
+            raise
         finally:
             await platform.stop()
             await redis.aclose()
-            if any("Traceback" in line for _, line in lines):
-                print("\n".join(f"{name} | {line}" for name, line in lines[-200:]))
+            if failed or any("Traceback" in line for _, line in lines):
+                print("\n".join(f"{name} | {line}" for name, line in lines[-300:]))
