@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from shared.bus import EventBus
 from shared.models import Candle
+from shared.testing.ports import unused_ports
 from shared.testing.telegram_standin import TelegramStandIn
 
 DEMO_SERVICE = """
@@ -82,12 +82,6 @@ def telegram_to(standin: TelegramStandIn) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Demo:
     """The demo service as a subprocess, with its stdout read line by line."""
 
@@ -134,7 +128,7 @@ def demo_env(tmp_path: Path, redis_server_url: str, redis_namespace: str) -> dic
     env.update(
         PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
         REDIS_URL=redis_server_url,
-        HEALTH_PORT=str(_free_port()),
+        HEALTH_PORT=str(unused_ports()),
         DEMO_NAMESPACE=redis_namespace,
         TRADING_DATA_DIR=str(tmp_path / "data"),
         LOG_FORMAT="json",

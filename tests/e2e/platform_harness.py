@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
+from shared.testing.ports import unused_ports
 from shared.testing.telegram_standin import TelegramStandIn
 from trading_cli.run_commands import Platform, RunOptions
 from trading_cli.service_catalog import ServiceSpec, service_specs
@@ -28,26 +28,14 @@ CHAT_ID = "4242"
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port for a server a child process binds (below the ephemeral range: see
+    `shared.testing.ports`)."""
+    return unused_ports()
 
 
 def free_port_base(count: int = 4) -> int:
-    """A base whose next ``count`` ports are free at the time of asking."""
-    while True:
-        base = free_port()
-        sockets: list[socket.socket] = []
-        try:
-            for offset in range(1, count + 1):
-                sockets.append(socket.socket())
-                sockets[-1].bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
+    """A base whose next ``count`` ports are free (the services' health ports BASE+1..)."""
+    return unused_ports(count + 1)
 
 
 def write_slice(shared_data: Path, folder: Path, rows: int, skip: int = 0) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -28,6 +27,7 @@ from shared.healthcheck import CheckFailed
 from shared.metrics import CANDLES_RECEIVED_TOTAL, WS_RECONNECTIONS_TOTAL
 from shared.models import Candle
 from shared.streams import CANDLES
+from shared.testing.ports import unused_ports
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -256,12 +256,6 @@ async def test_health_fails_when_the_last_candle_is_older_than_two_intervals_or_
         await checks["websocket"]()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def collector_env(
     tmp_path: Path,
     sim: RunningSimulator,
@@ -308,7 +302,7 @@ async def test_a_symbol_the_exchange_does_not_list_stops_the_collector_with_exit
     """A typo in COLLECTOR_SYMBOLS is one error line naming it, and exit 2 (not restarted by
     `trading run`), instead of a crash on the first kline request at every restart."""
     env = collector_env(
-        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, _free_port()
+        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, unused_ports()
     )
     env["COLLECTOR_SYMBOLS"] = "BTCUSDT,BTCUSTD"
     status, text = await run_to_exit(env)
@@ -326,9 +320,9 @@ async def test_an_exchange_that_does_not_answer_is_one_line_naming_the_url_and_e
     """A wrong BINANCE_BASE_URL (or an outage): once the REST retries are spent, one line
     naming the setting, no traceback, and exit 1 so that `trading run` restarts it."""
     env = collector_env(
-        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, _free_port()
+        tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, unused_ports()
     )
-    env["BINANCE_BASE_URL"] = nowhere = f"http://127.0.0.1:{_free_port()}"
+    env["BINANCE_BASE_URL"] = nowhere = f"http://127.0.0.1:{unused_ports()}"
     status, text = await run_to_exit(env)
     assert status == 1, text
     assert f"the exchange at BINANCE_BASE_URL={nowhere} does not answer" in text
@@ -338,7 +332,7 @@ async def test_an_exchange_that_does_not_answer_is_one_line_naming_the_url_and_e
 async def test_python_m_data_collector_publishes_candles_reports_health_and_exits_0_on_sigterm(
     tmp_path: Path, sim, redis, redis_namespace, redis_server_url, migrated_database_url
 ):
-    port = _free_port()
+    port = unused_ports()
     env = collector_env(
         tmp_path, sim, redis_namespace, redis_server_url, migrated_database_url, port
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal as signals
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from shared.exchange import BinanceExchange, OrderRequest, client_order_id_for_s
 from shared.fill_model import FillModel
 from shared.models import Order, OrderStatus, Side, Signal
 from shared.streams import CANDLES, ORDERS, SIGNALS
+from shared.testing.ports import unused_ports
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 D = Decimal
@@ -172,12 +172,6 @@ async def test_an_order_sent_before_a_crash_is_found_on_restart_and_one_never_se
     assert len(await sim.control.orders(api_key=sim.api_key)) == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_python_m_order_executor_fills_a_dry_run_signal_and_exits_0_on_sigterm(
     tmp_path: Path, redis, redis_namespace, redis_server_url, migrated_database_url
 ):
@@ -185,7 +179,7 @@ async def test_python_m_order_executor_fills_a_dry_run_signal_and_exits_0_on_sig
     env.update(
         REDIS_URL=redis_server_url,
         DATABASE_URL=migrated_database_url,
-        HEALTH_PORT=str(_free_port()),
+        HEALTH_PORT=str(unused_ports()),
         BUS_NAMESPACE=redis_namespace,
         DRY_RUN="true",
         TRADING_DATA_DIR=str(tmp_path),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,16 +26,11 @@ from shared.db import (
 )
 from shared.models import Candle, Order, OrderStatus, Position, Side, Trade
 from shared.streams import CANDLES, ORDERS
+from shared.testing.ports import unused_ports
 
 ROOT = Path(__file__).resolve().parents[3]
 D = Decimal
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -119,7 +113,7 @@ async def test_service_books_fills_marks_to_candles_and_stops_on_sigterm(
         DATABASE_URL=database.url,
         REDIS_URL=redis_server_url,
         BUS_NAMESPACE=redis_namespace,
-        HEALTH_PORT=str(_free_port()),
+        HEALTH_PORT=str(unused_ports()),
         PORTFOLIO_SNAPSHOT_INTERVAL="60",
         PORTFOLIO_INITIAL_CASH="20000",
         TRADING_DATA_DIR=str(tmp_path / "data"),

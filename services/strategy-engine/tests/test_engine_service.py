@@ -8,7 +8,6 @@ import gzip
 import itertools
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from shared.bus import EventBus
 from shared.bus_envelope import decode
 from shared.models import Candle, Signal
 from shared.streams import CANDLES, SIGNALS
+from shared.testing.ports import unused_ports
 from strategy_engine.main import main
 
 from strategies.ema_crossover_strategy import EmaCrossoverStrategy
@@ -34,12 +34,6 @@ instances:
     interval: 1m
     params: {short_period: 5, long_period: 13}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def read_candles(path: Path, count: int) -> list[Candle]:
@@ -85,7 +79,7 @@ def service_env(
         DATABASE_URL=migrated_database_url,
         REDIS_URL=redis_server_url,
         BUS_NAMESPACE=redis_namespace,
-        HEALTH_PORT=str(_free_port()),
+        HEALTH_PORT=str(unused_ports()),
         STRATEGY_ENGINE_CONFIG=str(config),
         TRADING_DATA_DIR=str(tmp_path / "data"),
         LOG_FORMAT="json",
