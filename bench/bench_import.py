@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import typer
 from rich.console import Console
 from rich.table import Table
 from shared.candle_io import read_candle_file
 from shared.candle_io.bulk import prepare_batch
-from shared.candle_io.importer import import_candle_file, infer_series
+from shared.candle_io.importer import import_candle_file
 from shared.config import load_settings
 from shared.db import (
     create_engine,
@@ -47,11 +48,11 @@ from shared.db import (
     upgrade_to_head_async,
     upsert_candles,
 )
-from shared.models import INTERVALS
 from shared.repositories.candles import CANDLE_COLUMNS, upsert_candle_rows
 from shared.testing.databases import scratch_database
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from trading_cli.data_commands import resolve_series
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT.parent / "shared" / "data" / "BTCUSDT-15m.csv.gz"
@@ -299,18 +300,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.file.is_file():
         parser.error(f"--file {str(args.file)!r} is not a file: give a Binance candle CSV (.gz)")
-    named_symbol, named_interval = infer_series(args.file)
-    symbol, interval = args.symbol or named_symbol, args.interval or named_interval
-    if symbol is None or interval is None:
-        parser.error(
-            f"cannot tell the symbol and interval from the file name {args.file.name!r}: "
-            "pass --symbol and --interval, e.g. --symbol BTCUSDT --interval 1m"
-        )
-    if interval not in INTERVALS:
-        parser.error(
-            f"--interval {interval!r} is not a Binance interval: use one of {', '.join(INTERVALS)}"
-        )
-    series = Series(args.file, symbol.upper(), interval)
+    try:  # the checks and the file-name inference of `trading data import`
+        symbol, interval = resolve_series(args.file, args.symbol, args.interval)
+    except typer.Exit as exc:  # it printed the one-line error
+        raise SystemExit(exc.exit_code) from None
+    series = Series(args.file, symbol, interval)
     server = database_url_from_settings(load_settings())
     csv_bytes = gzip.decompress(args.file.read_bytes())
     results = asyncio.run(bench_in_scratch_database(server, series, csv_bytes, args.repeat))

@@ -141,6 +141,11 @@ def _simulator_child(options: RunOptions, env: dict[str, str], logs: Path) -> Ch
     return ChildProcess(SIMULATOR, argv, dict(env), restart=False, log_file=logs / "simulator.log")
 
 
+class SimulatorStartError(RuntimeError):
+    """The exchange simulator exited or did not answer while starting. (Its own class: a bad
+    setting's `typer.Exit` is a RuntimeError too, and is reported by whoever raised it.)"""
+
+
 async def _wait_until_answering(
     url: str, process_alive: Callable[[], bool], wait_seconds: float
 ) -> None:
@@ -148,13 +153,17 @@ async def _wait_until_answering(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while time.monotonic() < deadline:
             if not process_alive():
-                raise RuntimeError("the exchange simulator exited during start-up (see its log)")
+                raise SimulatorStartError(
+                    "the exchange simulator exited during start-up (see its log)"
+                )
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.get(url) as response:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.2)  # polling a server that is loading its candles
-    raise RuntimeError(f"the exchange simulator did not answer {url} within {wait_seconds:g} s")
+    raise SimulatorStartError(
+        f"the exchange simulator did not answer {url} within {wait_seconds:g} s"
+    )
 
 
 async def _simulator_state(port: int) -> dict[str, Any] | None:
@@ -231,7 +240,7 @@ class Platform:
         """Resolve the stores, start the simulator (ready; its clock follows its replay),
         then the services.
 
-        Raises RuntimeError when the simulator does not come up."""
+        Raises `SimulatorStartError` when the simulator does not come up."""
         options = self.options
         self.env = await asyncio.to_thread(_child_env, options)
         logs = Path(self.env["TRADING_DATA_DIR"]) / "logs"
@@ -282,12 +291,7 @@ async def run_platform(options: RunOptions) -> int:
     try:
         try:
             await platform.start()
-        except typer.Exit:
-            # A bad setting or an embedded server that would not start, reported already
-            # in one line. (click's Exit is a RuntimeError: it must not be taken for the
-            # simulator's failure below.)
-            raise
-        except RuntimeError as exc:
+        except SimulatorStartError as exc:
             platform.sink(SIMULATOR, str(exc))
             return 1
         return await _supervise(platform.supervisor, options)

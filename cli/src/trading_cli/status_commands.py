@@ -108,16 +108,15 @@ async def _probe(
             async with session.get(f"{url}/metrics") as response:
                 probe.metrics = _sum_metrics(await response.text(), spec.name)
         return probe
-    except aiohttp.ClientConnectorError:
-        # aiohttp's own text ("Cannot connect to host ... ssl:default [Connect call failed
-        # ...]") says the same in three times the width of the table's column.
-        reason = f"nothing answers on {host}:{spec.health_port}: is it running? (trading run)"
-        return ServiceProbe(spec.name, url, "down", failing={"connection": reason})
-    except TimeoutError:
-        reason = f"no answer from {url}/health in time: the service is stuck or overloaded"
-        return ServiceProbe(spec.name, url, "down", failing={"connection": reason})
-    except (aiohttp.ClientError, ValueError) as exc:
-        reason = str(exc) or type(exc).__name__
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # aiohttp's own text ("Cannot connect to host ... ssl:default [Connect call
+            # failed ...]") says the same in three times the width of the table's column.
+            reason = f"nothing answers on {host}:{spec.health_port}: is it running? (trading run)"
+        elif isinstance(exc, TimeoutError):
+            reason = f"no answer from {url}/health in time: the service is stuck or overloaded"
+        else:
+            reason = str(exc) or type(exc).__name__
         return ServiceProbe(spec.name, url, "down", failing={"connection": reason})
 
 
